@@ -1,0 +1,37 @@
+"""Our own failures. A provider's verdict is an ``Outcome`` value, never one of these.
+
+PushError
+├── ConfigError (ValueError)      a setting or file cannot be used (names the setting)
+├── ValidationError (ValueError)  a notification field is invalid (names the field and the limit)
+├── TransportError                the network failed in a way the caller must see
+└── StorageError                  the database failed mid-run
+"""
+
+from __future__ import annotations
+
+
+class PushError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(PushError, ValueError):
+    def __init__(self, setting: str, message: str):
+        self.setting = setting
+        self.message = message
+        super().__init__(f"{setting}: {message}")
+
+
+class ValidationError(PushError, ValueError):
+    def __init__(self, field: str, message: str, *, limit: object = None):
+        self.field = field
+        self.limit = limit
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class TransportError(PushError):
+    pass
+
+
+class StorageError(PushError):
+    pass
