@@ -226,7 +226,7 @@ def _retry_after(value: str | None, now: datetime | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(min(int(value), 7 * 86400))
     if now is None:
         return None
