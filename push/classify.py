@@ -17,7 +17,8 @@ from push.outcomes import Outcome
 from push.qualification import normalize_error_text
 
 Provider = Literal["apns", "fcm", "oauth"]
-TransportErrorName = Literal["connection_lost", "timeout", "payload_too_large", "invalid_content", "credentials"]
+TransportErrorName = Literal["connection_lost", "timeout", "payload_too_large", "invalid_content", "credentials",
+                             "interrupted"]
 
 _FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _APNS_ERROR = "type.googleapis.com/google.firebase.fcm.v1.ApnsError"

@@ -18,7 +18,8 @@ Match keys:
 - OAuth token endpoint: ``oauth:<error>``, ``oauth:5xx``, ``oauth:*``.
 - Transport failures without an HTTP answer, for every provider:
   ``<provider>:connection_lost``, ``<provider>:timeout``,
-  ``<provider>:payload_too_large``, ``<provider>:invalid_content`` and, for
+  ``<provider>:payload_too_large``, ``<provider>:invalid_content``,
+  ``<provider>:interrupted`` (found in flight when a delivery resumes) and, for
   APNs, ``apns:credentials``; OAuth has ``oauth:connection``.
 """
 
@@ -137,6 +138,8 @@ def _rows() -> Iterable[OutcomeRule]:
                       "connection died before an answer; may have been delivered")
     yield OutcomeRule("apns:timeout", UNDEF, R.UNREACHABLE, True, PROVIDER, RECONNECT, IOS_NET,
                       "no answer before the stream deadline; may have been delivered")
+    yield OutcomeRule("apns:interrupted", UNDEF, R.UNREACHABLE, False, PROVIDER, NONE, IOS_NET,
+                      CHOICE + "the process stopped while this was in flight; outcome unknown, never resent")
     yield OutcomeRule("apns:payload_too_large", SOFT, R.REFUSED, False, MESSAGE, NONE, IOS_BIG,
                       "checked before sending: 4096 bytes, 5120 for voip")
     yield OutcomeRule("apns:invalid_content", SOFT, R.UNDEFINED, False, MESSAGE, NONE, IOS_FORMAT,
@@ -190,6 +193,9 @@ def _rows() -> Iterable[OutcomeRule]:
                       V2 + "Network connection lost during sending", "may have been delivered")
     yield OutcomeRule("fcm:timeout", SOFT, R.UNREACHABLE, True, PROVIDER, RECONNECT,
                       V2 + "The FCM server is temporarily unavailable (timeouts)", "may have been delivered")
+    yield OutcomeRule("fcm:interrupted", SOFT, R.UNREACHABLE, False, PROVIDER, NONE,
+                      V2 + "Network connection lost during sending",
+                      CHOICE + "the process stopped while this was in flight; outcome unknown, never resent")
     yield OutcomeRule("fcm:payload_too_large", SOFT, R.REFUSED, False, MESSAGE, NONE, V2 + "payload too big",
                       "checked before sending: 4096 bytes")
     yield OutcomeRule("fcm:invalid_content", SOFT, R.UNDEFINED, False, MESSAGE, NONE,

@@ -1,1 +1,1 @@
-"""Shared pytest configuration."""
+pytest_plugins = ["fixtures.pytest_plugin", "tests.db_plugin"]

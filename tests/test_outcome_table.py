@@ -72,6 +72,8 @@ EXPECTED: dict[str, tuple[dict, T | None, R, bool, S]] = {
     "apns:non_json": (dict(provider="apns", status=500, body=b"<html>oops</html>"), SO, R.UNDEFINED, False, PRO),
     "apns:connection_lost": (dict(provider="apns", error="connection_lost"), UN, R.UNREACHABLE, True, PRO),
     "apns:timeout": (dict(provider="apns", error="timeout"), UN, R.UNREACHABLE, True, PRO),
+    "apns:interrupted": (dict(provider="apns", error="interrupted"), UN, R.UNREACHABLE, False, PRO),
+    "fcm:interrupted": (dict(provider="fcm", error="interrupted"), SO, R.UNREACHABLE, False, PRO),
     "apns:payload_too_large": (dict(provider="apns", error="payload_too_large"), SO, R.REFUSED, False, MSG),
     "apns:invalid_content": (dict(provider="apns", error="invalid_content"), SO, R.UNDEFINED, False, MSG),
     "apns:credentials": (dict(provider="apns", error="credentials"), SO, R.REFUSED, False, PRO),
@@ -166,7 +168,7 @@ def test_seed_rows_exact():
     exact = {
         "apns:410:Unregistered": ("hard", 1, False), "apns:410:ExpiredToken": ("hard", 1, False),
         "apns:connection_lost": ("undefined", 3, True), "apns:invalid_content": ("soft", 0, False),
-        "apns:payload_too_large": ("soft", 20, False), "apns:credentials": ("soft", 20, False),
+    "apns:payload_too_large": ("soft", 20, False), "apns:credentials": ("soft", 20, False),
         "fcm:UNREGISTERED": ("hard", 1, False), "fcm:INVALID_ARGUMENT:token": ("hard", 1, False),
         "fcm:INVALID_ARGUMENT": ("ignored", 0, False), "fcm:SENDER_ID_MISMATCH": ("soft", 1, False),
         "fcm:QUOTA_EXCEEDED": ("soft", 20, True), "fcm:THIRD_PARTY_AUTH_ERROR": ("ignored", 20, True),

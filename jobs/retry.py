@@ -1,0 +1,115 @@
+"""Retry runner: sends the ``retry_pending`` notifications whose time has come."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy.engine import Engine
+
+from push.clock import Clock, utc
+from push.config import PushConfig
+from push.notification import Notification
+from push.pipeline import Pipeline, Sender, load_table
+from push.errors import ValidationError
+from tables import delivery as dq
+from tables import store
+
+
+@dataclass
+class RetryResult:
+    examined: int = 0
+    sent: int = 0
+    failed: int = 0
+    rescheduled: int = 0
+    expired: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.examined
+
+
+async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clients: Mapping[str, Sender] | None = None,
+                      limit: int = 100_000) -> RetryResult:
+    """One pass: due rows are resent through the normal clients; rows past their expiry become ``failed``."""
+    table = load_table(config)
+    pipe = Pipeline(config, engine, clock=clock, table=table, clients=clients)
+    result = RetryResult()
+    try:
+        await pipe.load_rules()
+        done = 0
+        while done < limit:
+            now = clock.now()
+            rows = await pipe.db(_due, engine, now, min(config.chunk_size, limit - done))
+            if not rows:
+                break
+            done += len(rows)
+            result.examined += len(rows)
+            jobs, expired = [], []
+            for r in rows:
+                try:
+                    n = Notification.from_json(r.payload, check_expiration=False)
+                except ValidationError as exc:
+                    expired.append((r, n_placeholder(r), f"stored notification unreadable: {exc}"))
+                    continue
+                exp = utc(r.expires_at)
+                if exp is not None and exp <= now:
+                    expired.append((r, n, "validity period over"))
+                else:
+                    jobs.append(((r.id, r.delivery_id, r.seq, exp), n, r.attempts))
+            if expired:
+                result.expired += len(expired)
+                await pipe.db(_expire, pipe, expired, now)
+
+            async def launch(refs: list[Any]) -> None:
+                await pipe.db(_launch, engine, [ref[0] for ref in refs])
+
+            def record(batch: list[tuple[Any, ...]]) -> None:
+                rec_now = clock.now()
+                updates = []
+                for (row_id, _did, _seq, exp), n, attempts, out in batch:
+                    cols = pipe.outcome_columns(n, attempts, out, exp, rec_now)
+                    updates.append({"id": row_id, **cols})
+                    if cols["status"] == "sent":
+                        result.sent += 1
+                    elif cols["status"] == "failed":
+                        result.failed += 1
+                    else:
+                        result.rescheduled += 1
+                with engine.begin() as conn:
+                    store.update_delivery_logs(conn, updates, now=rec_now)
+                    pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], rec_now)
+
+            await pipe.send_many(jobs, launch, record)
+        return result
+    finally:
+        await pipe.aclose()
+
+
+def n_placeholder(row: Any) -> Notification:
+    return Notification(token=None, platform=row.platform, app=row.app)
+
+
+def _due(engine: Engine, now: datetime, limit: int) -> list[Any]:
+    with engine.connect() as conn:
+        return dq.due_retries(conn, now, limit)
+
+
+def _launch(engine: Engine, ids: list[int]) -> None:
+    with engine.begin() as conn:
+        dq.mark_rows_launched(conn, ids)
+
+
+def _expire(pipe: Pipeline, expired: list[tuple[Any, Notification, str]], now: datetime) -> None:
+    updates = []
+    for row, n, why in expired:
+        # The last attempt's failure type, reason and text stay: they say why it never got through.
+        update = {"id": row.id, "status": "failed", "next_retry_at": None}
+        if n.token is None:
+            update["error_text"] = why[:500]
+        updates.append(update)
+    with pipe.engine.begin() as conn:
+        store.update_delivery_logs(conn, updates, now=now)
+
+

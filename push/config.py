@@ -1,0 +1,122 @@
+"""``PushConfig``: every setting, read once from ``PUSH_*`` variables unless given in code."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from push.errors import ConfigError
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    database_url: str = _f("sqlite:///push-feedback.db", "SQLAlchemy URL; SQLite file by default, or postgresql+psycopg://…")
+    apns_base_url: str = _f("https://api.push.apple.com", "APNs host (api.sandbox.push.apple.com for development)")
+    apns_key_file: str | None = _f(None, "APNs token auth: the .p8 signing key")
+    apns_key_id: str | None = _f(None, "APNs token auth: 10-character key id")
+    apns_team_id: str | None = _f(None, "APNs token auth: 10-character team id")
+    apns_cert_file: str | None = _f(None, "APNs certificate auth: client certificate (PEM, may include the key)")
+    apns_cert_key_file: str | None = _f(None, "APNs certificate auth: private key (PEM) if not in the certificate file")
+    fcm_base_url: str = _f("https://fcm.googleapis.com", "FCM HTTP v1 host")
+    fcm_credentials_file: str | None = _f(None, "FCM: service-account JSON; its token_uri is honoured")
+    fcm_project_id: str | None = _f(None, "FCM project id (default: from the credentials)")
+    ca_file: str | None = _f(None, "extra CA bundle (PEM) to trust besides the system store")
+    outcome_overrides: str | None = _f(None, "JSON file of outcome-table row overrides")
+    stream_timeout: float = _f(10.0, "seconds to wait for one provider answer", min=0.1)
+    max_connections: int = _f(2, "HTTP/2 connections per provider", min=1, max=64)
+    concurrency: int = _f(500, "notifications in flight at once", min=1, max=100_000)
+    chunk_size: int = _f(1000, "notifications read, analysed and written per chunk", min=1, max=100_000)
+    quarantine_threshold: int = _f(5, "soft errors before a token goes to quarantine", min=1, max=1000)
+    quarantine_reset_days: float = _f(10.0, "soft-error counter restarts after this many quiet days", min=0.001)
+    mailbox_full_release_days: float = _f(30.0, "cleanup releases mailbox-full style entries after this", min=0.001)
+    retry_max_attempts: int = _f(5, "attempts before a retryable failure becomes failed", min=1, max=100)
+    retry_base_delay: float = _f(60.0, "first retry delay in seconds; doubles each attempt", min=0)
+    retry_max_delay: float = _f(6 * 3600.0, "longest retry delay in seconds", min=0)
+    validity_seconds: float = _f(5 * 86400.0, "a notification is not retried past this age (seed: 5 days)", min=0)
+    optout_interval: float = _f(6 * 3600.0, "seconds between opt-out job runs", min=1)
+    retry_interval: float = _f(60.0, "seconds between retry runner runs", min=1)
+    cleanup_interval: float = _f(86400.0, "seconds between database cleanup runs", min=1)
+    log_retention_days: float = _f(180.0, "delivery/exclusion logs older than this are purged", min=1)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if lo is not None and value < lo:
+                raise ConfigError(env_name(f.name), f"{value} is below the minimum {lo}")
+            if hi is not None and value > hi:
+                raise ConfigError(env_name(f.name), f"{value} is above the maximum {hi}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "PushConfig":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], "unknown setting")
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> "PushConfig":
+        return replace(self, **changes)
+
+    @property
+    def apns_auth(self) -> str | None:
+        if self.apns_key_file:
+            return "token"
+        if self.apns_cert_file:
+            return "certificate"
+        return None
+
+    def require_apns(self) -> None:
+        if self.apns_key_file:
+            for name in ("apns_key_id", "apns_team_id"):
+                if not getattr(self, name):
+                    raise ConfigError(env_name(name), "is required with PUSH_APNS_KEY_FILE")
+            _must_exist("apns_key_file", self.apns_key_file)
+        elif self.apns_cert_file:
+            _must_exist("apns_cert_file", self.apns_cert_file)
+        else:
+            raise ConfigError("PUSH_APNS_KEY_FILE", "APNs needs PUSH_APNS_KEY_FILE (token auth) or PUSH_APNS_CERT_FILE")
+
+    def require_fcm(self) -> None:
+        if not self.fcm_credentials_file:
+            raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", "FCM needs a service-account JSON file")
+        _must_exist("fcm_credentials_file", self.fcm_credentials_file)
+
+
+def env_name(name: str) -> str:
+    return "PUSH_" + name.upper()
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting; used by the README and the CLI."""
+    return [(env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"]) for f in fields(PushConfig)]
+
+
+def _parse(name: str, typ: Any, raw: str) -> Any:
+    t = str(typ)
+    try:
+        if t.startswith("int"):
+            return int(raw)
+        if t.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(env_name(name), f"{raw!r} is not a number") from None
+    return raw
+
+
+def _must_exist(name: str, path: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(env_name(name), f"file not found: {path}")

@@ -1,0 +1,217 @@
+"""FCM HTTP v1 client with google-auth service-account OAuth.
+
+The OAuth token is fetched through our own ``google.auth.transport.Request``
+built on httpx with an explicit ``ssl.SSLContext``: google-auth's default
+``requests`` transport lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` silently
+replace the trust store, which would break a private CA (or trust the wrong one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+import google.auth.exceptions
+import google.auth.transport
+import httpx
+from google.oauth2 import service_account
+
+from push.classify import classify
+from push.clock import Clock, SystemClock
+from push.config import PushConfig
+from push.errors import ConfigError
+from push.notification import Notification
+from push.outcome_table import DEFAULT_TABLE, OutcomeTable
+from push.outcomes import Action, Outcome
+from push.tls import make_ssl_context
+from push.transport_errors import outcome_for_transport_error
+
+log = logging.getLogger("push.fcm")
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+REFRESH_MARGIN = timedelta(minutes=5)  # refresh before expiry so no send races the deadline
+FAILURE_HOLD = timedelta(seconds=30)  # a failed token fetch is reused briefly instead of hammering the endpoint
+_SA_FIELDS = ("type", "client_email", "private_key", "token_uri")
+
+
+class _Response:
+    def __init__(self, r: httpx.Response):
+        self.status = r.status_code
+        self.headers = r.headers
+        self.data = r.content
+
+
+class HttpxAuthRequest(google.auth.transport.Request):
+    """google-auth transport on httpx, trusting exactly the context it is given."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float = 10.0):
+        self._client = httpx.Client(verify=ssl_context, http2=True, timeout=timeout, trust_env=False)
+        self._timeout = timeout
+        self.last: httpx.Response | None = None
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Mapping[str, str] | None = None,
+                 timeout: float | None = None, **kwargs: Any) -> _Response:
+        self.last = None
+        try:
+            r = self._client.request(method, url, content=body, headers=headers, timeout=timeout or self._timeout)
+        except httpx.HTTPError as exc:
+            raise google.auth.exceptions.TransportError(f"{type(exc).__name__}: {exc}") from exc
+        self.last = r
+        return _Response(r)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def load_service_account(path: str) -> service_account.Credentials:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", f"file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", f"{path} must hold a JSON object")
+    missing = [f for f in _SA_FIELDS if not info.get(f)]
+    if missing:
+        raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", f"{path} is missing {', '.join(missing)}")
+    if info.get("type") != "service_account":
+        raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", f"{path} has type {info.get('type')!r}, expected 'service_account'")
+    try:
+        return service_account.Credentials.from_service_account_info(info, scopes=[FCM_SCOPE])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", f"{path}: unusable private key: {exc}") from None
+
+
+class FcmAccessToken:
+    """One OAuth access token shared by every send; refreshed before expiry, once at a time."""
+
+    def __init__(self, credentials: service_account.Credentials, ssl_context: ssl.SSLContext, *, clock: Clock,
+                 table: OutcomeTable):
+        self._creds = credentials
+        self._request = HttpxAuthRequest(ssl_context)
+        self._clock = clock
+        self._table = table
+        self._token: str | None = None
+        self._expires: datetime | None = None
+        self._failure: tuple[Outcome, datetime] | None = None
+        self._lock: asyncio.Lock | None = None
+        self.fetched = 0
+
+    def _fresh(self) -> bool:
+        return self._token is not None and self._expires is not None and self._clock.now() < self._expires - REFRESH_MARGIN
+
+    async def get(self) -> str | Outcome:
+        if self._fresh():
+            return self._token  # type: ignore[return-value]
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._fresh():
+                return self._token  # type: ignore[return-value]
+            if self._failure is not None and self._clock.now() < self._failure[1]:
+                return self._failure[0]
+            result = await asyncio.to_thread(self._refresh)
+            if isinstance(result, Outcome):
+                self._failure = (result, self._clock.now() + FAILURE_HOLD)
+                log.error("FCM OAuth token refresh failed for service account %s: %s",
+                          self._creds.service_account_email, result.raw_error_text)
+            else:
+                self._failure = None
+            return result
+
+    def _refresh(self) -> str | Outcome:
+        try:
+            self._creds.refresh(self._request)
+        except google.auth.exceptions.RefreshError:
+            last = self._request.last
+            if last is None:
+                return classify("oauth", error="connection_lost", table=self._table)
+            return classify("oauth", status=last.status_code, body=last.content, headers=last.headers,
+                            table=self._table)
+        except google.auth.exceptions.TransportError as exc:
+            return classify("oauth", error="connection_lost", detail=str(exc)[:200], table=self._table)
+        self.fetched += 1
+        expiry = self._creds.expiry  # naive UTC from google-auth's own clock
+        remaining = (expiry.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)) if expiry else timedelta(hours=1)
+        self._token = self._creds.token
+        self._expires = self._clock.now() + remaining
+        return self._token  # type: ignore[return-value]
+
+    def rejected(self, token: str) -> None:
+        """FCM answered 401 to ``token``: the next ``get`` fetches a new one (once per bad token)."""
+        if token == self._token:
+            self._token = None
+
+    def close(self) -> None:
+        self._request.close()
+
+
+class FcmClient:
+    """Sends to ``POST /v1/projects/<project>/messages:send``."""
+
+    provider = "fcm"
+
+    def __init__(self, config: PushConfig, *, clock: Clock | None = None, table: OutcomeTable | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        config.require_fcm()
+        self._clock = clock or SystemClock()
+        self._table = table or DEFAULT_TABLE
+        creds = load_service_account(config.fcm_credentials_file)  # type: ignore[arg-type]
+        self.project_id = config.fcm_project_id or creds.project_id
+        if not self.project_id:
+            raise ConfigError("PUSH_FCM_PROJECT_ID", "not set and the service-account file has no project_id")
+        ctx = make_ssl_context(config.ca_file)
+        self.oauth = FcmAccessToken(creds, make_ssl_context(config.ca_file, alpn=("h2", "http/1.1")),
+                                    clock=self._clock, table=self._table)
+        if transport is None:
+            from push.transport import H2Transport
+            transport = H2Transport(ssl_context=ctx, max_connections=config.max_connections)
+        self._http = httpx.AsyncClient(transport=transport, base_url=config.fcm_base_url.rstrip("/"),
+                                       timeout=httpx.Timeout(config.stream_timeout))
+        self._path = f"/v1/projects/{self.project_id}/messages:send"
+        self.sent = 0
+
+    async def send(self, n: Notification) -> Outcome:
+        size, limit = n.payload_size()
+        if size > limit:
+            return classify("fcm", error="payload_too_large", detail=f"payload is {size} bytes, limit {limit}",
+                            table=self._table)
+        if not n.token:
+            return classify("fcm", error="invalid_content", detail="no registration token", table=self._table)
+        body = json.dumps({"message": n.fcm_message()}, separators=(",", ":"), ensure_ascii=False).encode()
+        refreshed = False
+        while True:
+            token = await self.oauth.get()
+            if isinstance(token, Outcome):
+                return token
+            try:
+                resp = await self._http.post(self._path, content=body, headers={
+                    "authorization": f"Bearer {token}", "content-type": "application/json"})
+            except httpx.TransportError as exc:
+                return outcome_for_transport_error("fcm", exc, self._table)
+            self.sent += 1
+            out = classify("fcm", status=resp.status_code, body=resp.content, headers=resp.headers,
+                           now=self._clock.now(), table=self._table)
+            if out.action is Action.REFRESH_AUTH and not refreshed:
+                self.oauth.rejected(token)
+                refreshed = True
+                continue
+            return out
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        self.oauth.close()
+
+    async def __aenter__(self) -> "FcmClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"FcmClient(project={self.project_id!r}, sent={self.sent}, oauth_fetches={self.oauth.fetched})"

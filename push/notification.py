@@ -1,0 +1,216 @@
+"""``Notification``: one push to one device, validated when it is built."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from push.errors import ValidationError
+
+PLATFORMS = ("apns", "fcm")
+APNS_PUSH_TYPES = {
+    # push type -> topic suffix added to the bundle id (protocols.md §1.3)
+    "alert": "", "background": "", "location": ".location-query", "voip": ".voip",
+    "complication": ".complication", "fileprovider": ".pushkit.fileprovider", "mdm": "",
+    "liveactivity": ".push-type.liveactivity", "pushtotalk": ".voip-ptt", "widgets": ".push-type.widgets",
+    "controls": ".push-type.controls",
+}
+APNS_PAYLOAD_LIMIT = 4096
+APNS_VOIP_PAYLOAD_LIMIT = 5120
+FCM_PAYLOAD_LIMIT = 4096
+FCM_MAX_TTL = 2_419_200  # 4 weeks
+# APNs device tokens are hex of 32 bytes today; Apple says not to assume a length, so allow 8..200 bytes.
+_HEX = re.compile(r"[0-9a-fA-F]{16,400}")
+_FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{8,4096}")
+_FCM_RESERVED = ("from", "message_type")
+_PRIORITIES = ("high", "normal")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    token: str | None
+    platform: str
+    app: str
+    profile_id: str | None = None
+    title: str | None = None
+    body: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    payload: Mapping[str, Any] | None = None  # raw provider payload: APNs JSON body, or FCM message fields
+    priority: str = "high"
+    expiration: datetime | None = None
+    ttl: int | None = None  # seconds; the alternative to expiration
+    collapse_id: str | None = None
+    push_type: str = "alert"
+
+    def __post_init__(self) -> None:
+        if self.platform not in PLATFORMS:
+            raise ValidationError("platform", f"must be one of {', '.join(PLATFORMS)}, not {self.platform!r}")
+        if not isinstance(self.app, str) or not self.app.strip():
+            raise ValidationError("app", "is required (APNs bundle id / topic, or FCM app name)")
+        if len(self.app) > 255:
+            raise ValidationError("app", f"is {len(self.app)} characters; the limit is 255", limit=255)
+        if self.token is not None and not isinstance(self.token, str):
+            raise ValidationError("token", f"must be a string, not {type(self.token).__name__}")
+        if self.token:  # an empty token is excluded at analysis (reason 7), not rejected here
+            if self.platform == "apns" and not _HEX.fullmatch(self.token):
+                raise ValidationError("token", "an APNs device token must be 16 to 400 hexadecimal characters",
+                                      limit="16..400 hex")
+            if self.platform == "fcm" and not _FCM_TOKEN.fullmatch(self.token):
+                raise ValidationError("token", "an FCM registration token must be 8 to 4096 characters of "
+                                      "letters, digits and _:.-", limit="8..4096")
+        if self.profile_id is not None and not isinstance(self.profile_id, str):
+            object.__setattr__(self, "profile_id", str(self.profile_id))
+        for name in ("title", "body", "collapse_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(name, f"must be a string, not {type(value).__name__}")
+        if not isinstance(self.data, Mapping):
+            raise ValidationError("data", f"must be a mapping, not {type(self.data).__name__}")
+        if self.payload is not None and not isinstance(self.payload, Mapping):
+            raise ValidationError("payload", f"must be a mapping, not {type(self.payload).__name__}")
+        if self.priority not in _PRIORITIES:
+            raise ValidationError("priority", f"must be 'high' or 'normal', not {self.priority!r}")
+        if self.expiration is not None:
+            if not isinstance(self.expiration, datetime):
+                raise ValidationError("expiration", "must be a datetime")
+            if self.expiration.tzinfo is None:
+                object.__setattr__(self, "expiration", self.expiration.replace(tzinfo=timezone.utc))
+            if self.expiration <= datetime.now(timezone.utc):
+                raise ValidationError("expiration", f"{self.expiration.isoformat()} is in the past")
+        if self.ttl is not None:
+            if isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or not 0 <= self.ttl <= FCM_MAX_TTL:
+                raise ValidationError("ttl", f"must be whole seconds from 0 to {FCM_MAX_TTL}", limit=FCM_MAX_TTL)
+        if self.platform == "apns":
+            self._check_apns()
+        else:
+            self._check_fcm()
+
+    def _check_apns(self) -> None:
+        if self.push_type not in APNS_PUSH_TYPES:
+            raise ValidationError("push_type", f"unknown APNs push type {self.push_type!r}; "
+                                  f"one of {', '.join(sorted(APNS_PUSH_TYPES))}")
+        if self.collapse_id is not None and len(self.collapse_id.encode()) > 64:
+            raise ValidationError("collapse_id", "is longer than 64 bytes", limit=64)
+        if self.push_type == "background" and self.priority == "high":
+            # Apple: background pushes must use priority 5; 10 is an error.
+            object.__setattr__(self, "priority", "normal")
+        _require_json("data", self.data)
+        if self.payload is not None:
+            _require_json("payload", self.payload)
+
+    def _check_fcm(self) -> None:
+        for key, value in self.data.items():
+            if not isinstance(key, str):
+                raise ValidationError("data", f"keys must be strings, got {key!r}")
+            low = key.lower()
+            if low in _FCM_RESERVED or low.startswith(("google", "gcm")):
+                raise ValidationError(f"data.{key}", "is a reserved FCM key (from, message_type, "
+                                      "google*, gcm*)")
+            if not isinstance(value, str):
+                raise ValidationError(f"data.{key}", f"FCM data values must be strings, not {type(value).__name__}")
+        if self.payload is not None:
+            _require_json("payload", self.payload)
+
+    @property
+    def topic(self) -> str:
+        return self.app + APNS_PUSH_TYPES.get(self.push_type, "")
+
+    def apns_body(self) -> bytes:
+        if self.payload is not None:
+            body: dict[str, Any] = dict(self.payload)
+        else:
+            aps: dict[str, Any] = {}
+            if self.push_type == "background":
+                aps["content-available"] = 1
+            elif self.title is not None or self.body is not None:
+                alert = {k: v for k, v in (("title", self.title), ("body", self.body)) if v is not None}
+                aps["alert"] = alert
+            body = {"aps": aps, **self.data}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def apns_limit(self) -> int:
+        return APNS_VOIP_PAYLOAD_LIMIT if self.push_type == "voip" else APNS_PAYLOAD_LIMIT
+
+    def fcm_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"token": self.token}
+        if self.title is not None or self.body is not None:
+            msg["notification"] = {k: v for k, v in (("title", self.title), ("body", self.body)) if v is not None}
+        if self.data:
+            msg["data"] = dict(self.data)
+        android: dict[str, Any] = {"priority": "HIGH" if self.priority == "high" else "NORMAL"}
+        ttl = self.ttl
+        if ttl is None and self.expiration is not None:
+            ttl = max(0, int((self.expiration - datetime.now(timezone.utc)).total_seconds()))
+        if ttl is not None:
+            android["ttl"] = f"{min(ttl, FCM_MAX_TTL)}s"
+        if self.collapse_id:
+            android["collapse_key"] = self.collapse_id
+        msg["android"] = android
+        if self.payload:
+            for key, value in self.payload.items():
+                if key != "token":
+                    msg[key] = value
+        return msg
+
+    def payload_size(self) -> tuple[int, int]:
+        """(size in bytes, limit) of what the provider counts against its limit."""
+        if self.platform == "apns":
+            return len(self.apns_body()), self.apns_limit()
+        msg = self.fcm_message()
+        counted = {k: msg[k] for k in ("notification", "data") if k in msg}
+        return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode()), FCM_PAYLOAD_LIMIT
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "token": self.token, "platform": self.platform, "app": self.app, "profile_id": self.profile_id,
+            "title": self.title, "body": self.body, "data": dict(self.data), "payload": self.payload,
+            "priority": self.priority, "expiration": self.expiration.isoformat() if self.expiration else None,
+            "ttl": self.ttl, "collapse_id": self.collapse_id, "push_type": self.push_type,
+        }, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, check_expiration: bool = True) -> "Notification":
+        if not isinstance(d, Mapping):
+            raise ValidationError("notification", f"must be an object, not {type(d).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValidationError(sorted(unknown)[0], f"unknown field; known fields: {', '.join(sorted(known))}")
+        kw = dict(d)
+        for req in ("platform", "app"):
+            if req not in kw:
+                raise ValidationError(req, "is required")
+        kw.setdefault("token", None)
+        exp = kw.get("expiration")
+        if isinstance(exp, str):
+            try:
+                kw["expiration"] = datetime.fromisoformat(exp)
+            except ValueError:
+                raise ValidationError("expiration", f"{exp!r} is not an ISO 8601 date-time") from None
+        if kw.get("data") is None:
+            kw["data"] = {}
+        if not check_expiration and kw.get("expiration") is not None:
+            # Stored notifications (retries) are re-read after their expiry may have passed.
+            exp_value = kw.pop("expiration")
+            n = cls(**kw)
+            object.__setattr__(n, "expiration", exp_value if exp_value.tzinfo else exp_value.replace(tzinfo=timezone.utc))
+            return n
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str, *, check_expiration: bool = True) -> "Notification":
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError("notification", f"not valid JSON: {exc}") from None
+        return cls.from_dict(d, check_expiration=check_expiration)
+
+
+def _require_json(name: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(name, f"must be JSON-serializable: {exc}") from None

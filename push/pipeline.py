@@ -1,0 +1,541 @@
+"""``send_batch``: analysis, sending, recording, quarantine and retries for one delivery.
+
+Durability rule: a notification's ``delivery_log`` row is written (``pending``)
+before it is sent and its outcome after. Just before a block of sends starts,
+their rows' ``attempts`` is raised in one statement; so after a crash a
+``pending`` row with ``attempts = 0`` was never sent (it is sent on resume) and
+one with ``attempts > 0`` may have been (it is recorded ``interrupted`` and never
+resent: at most once beats a duplicate push). At most two launch blocks
+(``2 × PUSH_CONCURRENCY``) can be left in that state by one crash.
+
+All database work runs on one worker thread, so the event loop only waits on
+the network, and SQLite never sees two writers from one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from itertools import islice
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from push.classify import classify
+from push.clock import Clock, SystemClock, utc
+from push.config import PushConfig
+from push.errors import ConfigError, StorageError, ValidationError
+from push.notification import Notification
+from push.outcome_table import DEFAULT_TABLE, OutcomeTable
+from push.outcomes import FailureReason, FailureType, Outcome
+from push.qualification import QualificationRule, apply_rules
+from push.quarantine import QuarantinePolicy
+from tables import delivery as dq
+from tables import store
+from tables.engine import make_engine
+from tables.migrate import upgrade
+from tables.models import LogStatus
+
+log = logging.getLogger("push.pipeline")
+T = TypeVar("T")
+Key = tuple[str, str, str]
+_ID_NAMESPACE = uuid.UUID("6f1c1c1e-9b7a-4d35-9d0e-5a2f4f0b7d11")
+FLUSH_EVERY = 500  # outcomes per database write
+FLUSH_SECONDS = 0.25  # ... or at least this often, so a crash loses little
+
+
+class Sender(Protocol):
+    provider: str
+
+    async def send(self, n: Notification, **kw: Any) -> Outcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+# Seed 004: how each analysis exclusion is typed.
+EXCLUSION_TYPES: dict[FailureReason, FailureType] = {
+    FailureReason.ADDRESS_NOT_SPECIFIED: FailureType.HARD,
+    FailureReason.DUPLICATE: FailureType.IGNORED,
+    FailureReason.USER_UNKNOWN: FailureType.HARD,
+    FailureReason.QUARANTINED: FailureType.HARD,
+    FailureReason.DENYLISTED: FailureType.HARD,
+    FailureReason.REFUSED: FailureType.SOFT,
+}
+
+
+@dataclass
+class DeliveryReport:
+    """The seed's delivery summary, read back from ``delivery_log`` so it always matches the table."""
+
+    delivery_id: str
+    total: int = 0
+    to_deliver: int = 0
+    sent: int = 0
+    retry_pending: int = 0
+    pending: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)  # by failure reason label
+    failed: dict[str, int] = field(default_factory=dict)  # by "type / reason"
+    quarantined_at_analysis: int = 0
+    quarantined_after_delivery: int = 0
+    resumed: bool = False
+
+    @property
+    def excluded_total(self) -> int:
+        return sum(self.excluded.values())
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "delivery_id": self.delivery_id, "total": self.total, "to_deliver": self.to_deliver,
+            "excluded": self.excluded_total, "excluded_by_reason": dict(self.excluded), "sent": self.sent,
+            "failed": self.failed_total, "failed_by_type_reason": dict(self.failed),
+            "retry_pending": self.retry_pending, "pending": self.pending,
+            "quarantined_at_analysis": self.quarantined_at_analysis,
+            "quarantined_after_delivery": self.quarantined_after_delivery, "resumed": self.resumed,
+        }
+
+
+def read_report(engine: Engine, delivery_id: str) -> DeliveryReport:
+    with engine.connect() as conn:
+        row = dq.delivery_row(conn, delivery_id)
+        if row is None:
+            raise ValidationError("delivery", f"unknown delivery id {delivery_id!r}")
+        counts = dq.status_counts(conn, delivery_id)
+        q_analysis = dq.quarantined_at_analysis(conn, delivery_id)
+    rep = DeliveryReport(delivery_id, quarantined_at_analysis=q_analysis,
+                         quarantined_after_delivery=row.quarantined_after_delivery)
+    excluded: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for status, ftype, reason, n in counts:
+        rep.total += n
+        if status == LogStatus.SENT.value:
+            rep.sent += n
+        elif status == LogStatus.RETRY_PENDING.value:
+            rep.retry_pending += n
+        elif status == LogStatus.PENDING.value:
+            rep.pending += n
+        elif status == LogStatus.EXCLUDED.value:
+            excluded[_reason_label(reason)] += n
+        elif status == LogStatus.FAILED.value:
+            failed[f"{ftype or 'undefined'} / {_reason_label(reason)}"] += n
+    rep.excluded, rep.failed = dict(excluded), dict(failed)
+    rep.to_deliver = rep.total - rep.excluded_total
+    return rep
+
+
+def _reason_label(reason: int | None) -> str:
+    try:
+        return FailureReason(reason or 0).label
+    except ValueError:
+        return str(reason)
+
+
+def backoff_delay(attempts: int, config: PushConfig) -> float:
+    """1 min, 2, 4, … capped: the delay before attempt ``attempts + 1``."""
+    return min(config.retry_base_delay * (2 ** max(0, attempts - 1)), config.retry_max_delay)
+
+
+def quarantine_policy(config: PushConfig) -> QuarantinePolicy:
+    return QuarantinePolicy(threshold=config.quarantine_threshold,
+                            reset_after=timedelta(days=config.quarantine_reset_days),
+                            mailbox_full_reset_after=timedelta(days=config.mailbox_full_release_days))
+
+
+def load_table(config: PushConfig) -> OutcomeTable:
+    return OutcomeTable.from_file(config.outcome_overrides) if config.outcome_overrides else DEFAULT_TABLE
+
+
+class Pipeline:
+    """One run of sends against one database; used by ``send_batch`` and by the retry job."""
+
+    def __init__(self, config: PushConfig, engine: Engine, *, clock: Clock, table: OutcomeTable,
+                 clients: Mapping[str, Sender] | None = None,
+                 progress: Callable[[int], None] | None = None):
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.table = table
+        self._clients: dict[str, Sender] = dict(clients or {})
+        self._owned: list[Sender] = []
+        self._progress = progress
+        self._policy = quarantine_policy(config)
+        self._exec = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-db")
+        self._rules: dict[tuple[str, str], QualificationRule] = {}
+        self._results: asyncio.Queue[tuple[Any, ...] | None] | None = None
+        self.quarantined_after = 0
+
+    # ---- plumbing --------------------------------------------------------------------
+    async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._exec, partial(fn, *args, **kw))
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated at this one boundary
+            if exc.__class__.__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+                raise StorageError(f"database error during delivery: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+            raise
+
+    def client(self, platform: str) -> Sender:
+        if platform not in self._clients:
+            if platform == "apns":
+                from push.apns import ApnsClient
+                c: Sender = ApnsClient(self.config, clock=self.clock, table=self.table)
+            elif platform == "fcm":
+                from push.fcm import FcmClient
+                c = FcmClient(self.config, clock=self.clock, table=self.table)
+            else:  # Notification validation makes this unreachable for real input
+                raise ValidationError("platform", f"unknown platform {platform!r}")
+            self._clients[platform] = c
+            self._owned.append(c)
+        return self._clients[platform]
+
+    async def aclose(self) -> None:
+        for c in self._owned:
+            await c.aclose()
+        self._exec.shutdown(wait=True)
+
+    async def load_rules(self) -> None:
+        def _load() -> dict[tuple[str, str], QualificationRule]:
+            with self.engine.connect() as conn:
+                return store.load_qualification_rules(conn)
+        self._rules = await self.db(_load)
+
+    # ---- sending ---------------------------------------------------------------------
+    async def send_many(self, jobs: Iterable[tuple[Any, Notification, int]],
+                        launch: Callable[[list[Any]], Awaitable[None]], record: Callable[[list[tuple[Any, ...]]], Any]) -> None:
+        """Send ``(ref, notification, attempts_before)`` jobs with bounded concurrency.
+
+        ``launch(refs)`` runs before each block starts; ``record(results)`` writes
+        batches of ``(ref, notification, attempts, outcome)`` on the DB thread.
+        """
+        sem = asyncio.Semaphore(self.config.concurrency)
+        results: list[tuple[Any, ...]] = []
+        pending: set[asyncio.Task[None]] = set()
+        flush_lock = asyncio.Lock()
+        last_flush = asyncio.get_running_loop().time()
+        block = max(1, min(self.config.concurrency, 1000))
+
+        async def flush(force: bool = False) -> None:
+            nonlocal results, last_flush
+            async with flush_lock:
+                now = asyncio.get_running_loop().time()
+                if not results or (not force and len(results) < FLUSH_EVERY and now - last_flush < FLUSH_SECONDS):
+                    return
+                batch, results = results, []
+                last_flush = now
+                await self.db(record, batch)
+                if self._progress:
+                    self._progress(len(batch))
+
+        fatal: list[BaseException] = []
+
+        async def one(ref: Any, n: Notification, attempts: int) -> None:
+            try:
+                out = await self.client(n.platform).send(n, **self._send_kw(n, ref))
+            except Exception as exc:  # noqa: BLE001 - a bug in a client must not lose the notification
+                log.exception("send failed unexpectedly")
+                out = classify(n.platform, error="connection_lost", detail=f"{type(exc).__name__}: {exc}"[:200],  # type: ignore[arg-type]
+                               table=self.table)
+            except BaseException as exc:  # cancellation, KeyboardInterrupt: stop the batch, outcome unknown
+                fatal.append(exc)
+                return
+            finally:
+                sem.release()
+            out = apply_rules(out, n.platform, self._rules)
+            results.append((ref, n, attempts + 1, out))
+
+        it = iter(jobs)
+        try:
+            while True:
+                chunk = list(islice(it, block))
+                if not chunk:
+                    break
+                for _, n, _ in chunk:
+                    self.client(n.platform)  # a missing setting fails before this block is marked launched
+                await launch([ref for ref, _, _ in chunk])
+                for ref, n, attempts in chunk:
+                    await sem.acquire()
+                    if fatal:
+                        raise fatal[0]
+                    task = asyncio.create_task(one(ref, n, attempts))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    if len(results) >= FLUSH_EVERY:
+                        await flush()
+                await flush()
+            while pending:
+                await asyncio.wait(pending, timeout=FLUSH_SECONDS)
+                if fatal:
+                    raise fatal[0]
+                await flush()
+        except BaseException:
+            # Stopping: what is in flight stays 'pending' with attempts > 0 (recorded 'interrupted' on resume).
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            await flush(force=True)
+            raise
+        await flush(force=True)
+
+    def _send_kw(self, n: Notification, ref: Any) -> dict[str, Any]:
+        if n.platform == "apns" and isinstance(ref, tuple):
+            # Stable per (delivery, seq): a resend of the same notification carries the same apns-id.
+            return {"apns_id": str(uuid.uuid5(_ID_NAMESPACE, f"{ref[0]}:{ref[1]}"))}
+        return {}
+
+    # ---- recording (DB thread) ------------------------------------------------------
+    def outcome_columns(self, n: Notification, attempts: int, out: Outcome, expires_at: datetime | None,
+                        now: datetime) -> dict[str, Any]:
+        if out.ok:
+            status = LogStatus.SENT
+            next_retry = None
+        else:
+            delay = max(out.retry_after or 0.0, backoff_delay(attempts, self.config))
+            next_retry = now + timedelta(seconds=delay)
+            can_retry = (out.retry and attempts < self.config.retry_max_attempts
+                         and (expires_at is None or next_retry < expires_at))
+            status = LogStatus.RETRY_PENDING if can_retry else LogStatus.FAILED
+            if status is LogStatus.FAILED:
+                next_retry = None
+        return {
+            "status": status.value,
+            "failure_type": out.failure_type.value if out.failure_type else None,
+            "failure_reason": int(out.failure_reason) if out.failure_type else None,
+            "error_text": out.error_text or None,
+            "provider_status": out.provider_status,
+            "provider_reason": (out.provider_reason or None) and out.provider_reason[:255],
+            "provider_id": (out.provider_id or None) and out.provider_id[:255],
+            "attempts": attempts,
+            "next_retry_at": next_retry,
+        }
+
+    def record_effects(self, conn: Any, items: list[tuple[Notification, Outcome]], now: datetime) -> int:
+        """Quarantine transitions and qualification-rule counts for recorded outcomes."""
+        by_key: dict[Key, list[Outcome]] = defaultdict(list)
+        rules: list[dict[str, Any]] = []
+        for n, out in items:
+            if out.ok or out.failure_type is not None:
+                by_key[(n.platform, n.app, n.token or "")].append(out)
+            if not out.ok and out.error_text:
+                rules.append({"provider": n.platform, "normalized_text": out.error_text,
+                              "first_text": out.raw_error_text or out.error_text})
+        entered = store.apply_quarantine(conn, by_key, now=now, policy=self._policy) if by_key else 0
+        if rules:
+            store.bump_qualification_rules(conn, rules, now=now)
+        return entered
+
+
+class _Delivery:
+    """Chunked analysis and logging for one ``send_batch`` call."""
+
+    def __init__(self, pipe: Pipeline, delivery_id: str):
+        self.pipe = pipe
+        self.id = delivery_id
+        self.cfg = pipe.config
+
+    def _expires(self, n: Notification, now: datetime) -> datetime:
+        validity = now + timedelta(seconds=self.cfg.validity_seconds)
+        return min(validity, n.expiration) if n.expiration else validity
+
+    # runs on the DB thread
+    def analyse(self, items: list[tuple[int, Notification]]) -> list[tuple[tuple[str, int], Notification, int]]:
+        now = self.pipe.clock.now()
+        with self.pipe.engine.begin() as conn:
+            existing = dq.log_states(conn, self.id, items[0][0], items[-1][0])
+            fresh = [(seq, n) for seq, n in items if seq not in existing]
+            resend: list[tuple[tuple[str, int], Notification, int]] = []
+            interrupted: list[dict[str, Any]] = []
+            by_seq = dict(items)
+            for seq, (status, attempts, _platform) in existing.items():
+                if status != LogStatus.PENDING.value:
+                    continue  # already has its outcome: never sent again
+                n = by_seq[seq]
+                if attempts == 0:
+                    resend.append(((self.id, seq), n, 0))
+                else:
+                    out = classify(n.platform, error="interrupted",  # type: ignore[arg-type]
+                                   detail="process stopped while this send was in flight", table=self.pipe.table)
+                    interrupted.append({"delivery_id": self.id, "seq": seq,
+                                        **self.pipe.outcome_columns(n, attempts, out, None, now)})
+            if interrupted:
+                store.update_delivery_logs(conn, interrupted, now=now)
+            to_send = self._analyse_fresh(conn, fresh, now)
+        return resend + to_send
+
+    def _analyse_fresh(self, conn: Any, fresh: list[tuple[int, Notification]], now: datetime
+                       ) -> list[tuple[tuple[str, int], Notification, int]]:
+        if not fresh:
+            return []
+        keys = [(n.platform, n.app, n.token) for _, n in fresh if n.token]
+        store.upsert_subscriptions(conn, [{"platform": n.platform, "app": n.app, "token": n.token,
+                                           "profile_id": n.profile_id} for _, n in fresh if n.token], now=now)
+        state = store.load_analysis_state(conn, keys)
+        earlier = dq.first_seq_of_keys(conn, self.id, keys)
+        seen: dict[Key, int] = {}
+        logs: list[dict[str, Any]] = []
+        exclusions: list[dict[str, Any]] = []
+        send: list[tuple[tuple[str, int], Notification, int]] = []
+        for seq, n in fresh:
+            key = (n.platform, n.app, n.token or "")
+            reason, text = self._exclusion(n, key, seq, state, earlier, seen)
+            row = {"delivery_id": self.id, "seq": seq, "token": n.token or "", "platform": n.platform, "app": n.app,
+                   "profile_id": n.profile_id, "expires_at": self._expires(n, now)}
+            if reason is None:
+                seen.setdefault(key, seq)
+                row.update(status=LogStatus.PENDING.value, attempts=0, payload=n.to_json())
+                send.append(((self.id, seq), n, 0))
+            else:
+                row.update(status=LogStatus.EXCLUDED.value, failure_type=EXCLUSION_TYPES[reason].value,
+                           failure_reason=int(reason), error_text=text)
+                sub = state.get(key) if n.token else None
+                exclusions.append({"delivery_id": self.id, "subscription_id": sub.subscription_id if sub else None,
+                                   "token": n.token or "", "platform": n.platform, "app": n.app,
+                                   "failure_reason": int(reason), "reason_text": text, "source": "analysis"})
+            logs.append(row)
+        store.insert_delivery_logs(conn, logs, now=now)
+        if exclusions:
+            store.insert_exclusions(conn, exclusions, now=now)
+        return send
+
+    def _exclusion(self, n: Notification, key: Key, seq: int, state: Mapping[Key, Any], earlier: Mapping[Key, int],
+                   seen: Mapping[Key, int]) -> tuple[FailureReason | None, str | None]:
+        if not n.token:
+            return FailureReason.ADDRESS_NOT_SPECIFIED, "no device token"
+        first = earlier.get(key)
+        if (first is not None and first < seq) or key in seen:
+            return FailureReason.DUPLICATE, "device token already in this delivery"
+        st = state.get(key)
+        if st is not None:
+            if st.disabled:
+                return FailureReason.USER_UNKNOWN, "subscription disabled"
+            q = st.quarantine_status.value if st.quarantine_status is not None else None
+            if q == "quarantine":
+                return FailureReason.QUARANTINED, "device token in quarantine"
+            if q == "denylisted":
+                return FailureReason.DENYLISTED, "device token denylisted"
+            if st.denylisted:
+                return FailureReason.DENYLISTED, f"profile denylisted for {n.platform}"
+        size, limit = n.payload_size()
+        if size > limit:
+            return FailureReason.REFUSED, f"payload is {size} bytes, limit {limit}"
+        return None, None
+
+    def launch(self, refs: list[Any]) -> None:
+        with self.pipe.engine.begin() as conn:
+            dq.mark_launched(conn, self.id, [seq for _, seq in refs])
+
+    def record(self, batch: list[tuple[Any, ...]]) -> None:
+        now = self.pipe.clock.now()
+        updates = []
+        for (delivery_id, seq), n, attempts, out in batch:
+            updates.append({"delivery_id": delivery_id, "seq": seq,
+                            **self.pipe.outcome_columns(n, attempts, out, self._expires(n, now), now)})
+        with self.pipe.engine.begin() as conn:
+            store.update_delivery_logs(conn, updates, now=now)
+            entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now)
+            dq.add_quarantined_after(conn, self.id, entered)
+        self.pipe.quarantined_after += entered
+
+
+def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int, start: int = 0
+            ) -> Iterator[list[tuple[int, Notification]]]:
+    seq = start
+    it = iter(notifications)
+    while True:
+        raw = list(islice(it, size))
+        if not raw:
+            return
+        chunk = []
+        for item in raw:
+            if isinstance(item, Notification):
+                n = item
+            elif isinstance(item, Mapping):
+                try:
+                    n = Notification.from_dict(item)
+                except ValidationError as exc:
+                    raise ValidationError(exc.field, f"notification #{seq}: {exc.message}", limit=exc.limit) from None
+            else:
+                raise ValidationError("notifications", f"item #{seq} is a {type(item).__name__}, expected a Notification")
+            chunk.append((seq, n))
+            seq += 1
+        yield chunk
+
+
+async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
+                      delivery: str | None = None, *, engine: Engine | None = None, clock: Clock | None = None,
+                      clients: Mapping[str, Sender] | None = None, table: OutcomeTable | None = None,
+                      progress: Callable[[int], None] | None = None) -> DeliveryReport:
+    """Send a delivery and record every notification's fate; see ``send_batch``."""
+    config = config or PushConfig.from_env()
+    clock = clock or SystemClock()
+    table = table or load_table(config)
+    if delivery is not None and (not isinstance(delivery, str) or not delivery.strip() or len(delivery) > 64):
+        raise ValidationError("delivery", "must be a non-empty id of at most 64 characters", limit=64)
+    delivery_id = delivery or uuid.uuid4().hex
+    own_engine = engine is None
+    engine = engine or make_engine(config.database_url)
+    pipe = Pipeline(config, engine, clock=clock, table=table, clients=clients, progress=progress)
+    try:
+        await pipe.db(upgrade, engine)
+        await pipe.load_rules()
+
+        def _start() -> bool:
+            with engine.begin() as conn:
+                return dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
+        resumed = await pipe.db(_start)
+        if resumed:
+            log.info("resuming delivery %s", delivery_id)
+        d = _Delivery(pipe, delivery_id)
+
+        async def launch(refs: list[Any]) -> None:
+            await pipe.db(d.launch, refs)
+
+        for chunk in _chunks(notifications, config.chunk_size):
+            for _, n in chunk:
+                if n.token:
+                    pipe.client(n.platform)  # fail fast on a missing setting, before anything of this chunk is written
+            to_send = await pipe.db(d.analyse, chunk)
+            await pipe.send_many(to_send, launch, d.record)
+
+        report = await pipe.db(read_report, engine, delivery_id)
+
+        def _finish() -> None:
+            with engine.begin() as conn:
+                dq.save_summary(conn, delivery_id, {
+                    "finished_at": clock.now(), "to_deliver": report.to_deliver, "excluded": report.excluded_total,
+                    "sent": report.sent, "failed": report.failed_total, "retry_pending": report.retry_pending,
+                    "quarantined_at_analysis": report.quarantined_at_analysis})
+        await pipe.db(_finish)
+        report.resumed = resumed
+        return report
+    finally:
+        await pipe.aclose()
+        if own_engine:
+            engine.dispose()
+
+
+def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
+               delivery: str | None = None, **kw: Any) -> DeliveryReport:
+    """Send ``notifications`` (any iterable, consumed in chunks) and return the delivery summary.
+
+    Every notification ends in exactly one ``delivery_log`` row: ``sent``,
+    ``failed``, ``excluded`` or ``retry_pending``. Giving the same ``delivery``
+    id again resumes it: what already has an outcome is never sent again.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(asend_batch(notifications, config, delivery, **kw))
+    raise RuntimeError("send_batch() was called inside a running event loop: use `await asend_batch(...)`")
+

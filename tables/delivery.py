@@ -1,0 +1,128 @@
+"""Queries the delivery pipeline and the retry runner need beyond ``tables.store``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from tables.models import Delivery, DeliveryLog, ExclusionLog, LogStatus
+
+DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
+DELIV = Delivery.__table__  # type: ignore[attr-defined]
+EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
+Key = tuple[str, str, str]
+
+
+def ensure_delivery(conn: Connection, delivery_id: str, label: str | None, now: datetime) -> bool:
+    """Create the delivery row if needed; True when it already existed (a resume)."""
+    existing = conn.execute(sa.select(DELIV.c.id).where(DELIV.c.id == delivery_id)).first()
+    if existing is not None:
+        conn.execute(sa.update(DELIV).where(DELIV.c.id == delivery_id).values(finished_at=None))
+        return True
+    conn.execute(sa.insert(DELIV).values(id=delivery_id, label=label, created_at=now, started_at=now))
+    return False
+
+
+def delivery_exists(conn: Connection, delivery_id: str) -> bool:
+    return conn.execute(sa.select(DELIV.c.id).where(DELIV.c.id == delivery_id)).first() is not None
+
+
+def log_states(conn: Connection, delivery_id: str, low: int, high: int) -> dict[int, tuple[str, int, str | None]]:
+    """``seq -> (status, attempts, platform)`` for rows already written in [low, high]."""
+    rows = conn.execute(
+        sa.select(DLOG.c.seq, DLOG.c.status, DLOG.c.attempts, DLOG.c.platform)
+        .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq >= low, DLOG.c.seq <= high)
+    )
+    return {r.seq: (r.status, r.attempts, r.platform) for r in rows}
+
+
+def pending_rows(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> list[Any]:
+    if not seqs:
+        return []
+    return list(conn.execute(
+        sa.select(DLOG.c.seq, DLOG.c.payload, DLOG.c.attempts, DLOG.c.expires_at, DLOG.c.created_at)
+        .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq.in_(list(seqs)))
+    ))
+
+
+def first_seq_of_keys(conn: Connection, delivery_id: str, keys: Iterable[Key]) -> dict[Key, int]:
+    """The lowest seq already logged in this delivery for each key (for duplicate detection)."""
+    out: dict[Key, int] = {}
+    by_group: dict[tuple[str, str], list[str]] = {}
+    for platform, app, token in keys:
+        by_group.setdefault((platform, app), []).append(token)
+    for (platform, app), tokens in by_group.items():
+        for i in range(0, len(tokens), 900):
+            part = tokens[i:i + 900]
+            rows = conn.execute(
+                sa.select(DLOG.c.token, sa.func.min(DLOG.c.seq))
+                .where(DLOG.c.delivery_id == delivery_id, DLOG.c.platform == platform, DLOG.c.app == app,
+                       DLOG.c.token.in_(part))
+                .group_by(DLOG.c.token)
+            )
+            for token, seq in rows:
+                out[(platform, app, token)] = seq
+    return out
+
+
+def mark_launched(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> None:
+    """Record that these sends are about to start: a crash after this makes them 'interrupted', not resent."""
+    if not seqs:
+        return
+    seqs = sorted(seqs)
+    for i in range(0, len(seqs), 900):
+        conn.execute(
+            sa.update(DLOG)
+            .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq.in_(seqs[i:i + 900]),
+                   DLOG.c.status == LogStatus.PENDING.value)
+            .values(attempts=DLOG.c.attempts + 1)
+        )
+
+
+def mark_rows_launched(conn: Connection, ids: Sequence[int]) -> None:
+    for i in range(0, len(ids), 900):
+        conn.execute(sa.update(DLOG).where(DLOG.c.id.in_(list(ids[i:i + 900]))).values(attempts=DLOG.c.attempts + 1))
+
+
+def status_counts(conn: Connection, delivery_id: str) -> list[tuple[str, str | None, int | None, int]]:
+    rows = conn.execute(
+        sa.select(DLOG.c.status, DLOG.c.failure_type, DLOG.c.failure_reason, sa.func.count())
+        .where(DLOG.c.delivery_id == delivery_id)
+        .group_by(DLOG.c.status, DLOG.c.failure_type, DLOG.c.failure_reason)
+    )
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+def quarantined_at_analysis(conn: Connection, delivery_id: str) -> int:
+    return int(conn.execute(
+        sa.select(sa.func.count()).select_from(EXCL)
+        .where(EXCL.c.delivery_id == delivery_id, EXCL.c.source == "analysis", EXCL.c.failure_reason == 9)
+    ).scalar_one())
+
+
+def delivery_row(conn: Connection, delivery_id: str) -> Any:
+    return conn.execute(sa.select(DELIV).where(DELIV.c.id == delivery_id)).first()
+
+
+def save_summary(conn: Connection, delivery_id: str, values: dict[str, Any]) -> None:
+    conn.execute(sa.update(DELIV).where(DELIV.c.id == delivery_id).values(**values))
+
+
+def add_quarantined_after(conn: Connection, delivery_id: str, n: int) -> None:
+    if n:
+        conn.execute(sa.update(DELIV).where(DELIV.c.id == delivery_id)
+                     .values(quarantined_after_delivery=DELIV.c.quarantined_after_delivery + n))
+
+
+def due_retries(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    return list(conn.execute(
+        sa.select(DLOG.c.id, DLOG.c.delivery_id, DLOG.c.seq, DLOG.c.payload, DLOG.c.attempts, DLOG.c.expires_at,
+                  DLOG.c.token, DLOG.c.platform, DLOG.c.app)
+        .where(DLOG.c.status == LogStatus.RETRY_PENDING.value, DLOG.c.next_retry_at <= now)
+        .order_by(DLOG.c.next_retry_at, DLOG.c.id)
+        .limit(limit)
+    ))

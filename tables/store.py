@@ -1,0 +1,744 @@
+"""Set-based data functions the delivery pipeline and jobs call.
+
+Every function takes an open ``Connection`` (or a ``Session``; its connection is
+used) and works inside the caller's transaction: nothing here commits. Use
+``with engine.begin() as conn: ...``.
+
+Writes are executemany / multi-row statements (SQLAlchemy batches them into
+multi-row VALUES, and psycopg pipelines the rest); reads are a few ``IN``
+queries per chunk of keys. Keys are ``(platform, app, token)`` tuples. Lists of
+bound parameters are chunked below the dialect's limit (SQLite: 999 on old
+builds, 32766 on newer ones).
+
+Times are aware UTC. ``now`` is injectable everywhere (tests, replays) and
+defaults to the current time.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from push.errors import ValidationError
+from push.outcomes import FailureReason, FailureType, Outcome
+from push.qualification import MAX_OCCURRENCES, QualificationRule, RuleStatus
+from push.quarantine import (
+    RELEASABLE,
+    TRANSITIONS,
+    Counter,
+    Event,
+    QuarantinePolicy,
+    QuarantineState,
+    QuarantineStatus,
+    apply_event,
+    cleanup_event,
+    decide,
+)
+from tables.models import (
+    AppSubscription,
+    Denylist,
+    DeliveryLog,
+    ExclusionLog,
+    ExclusionSource,
+    LogStatus,
+    QualificationRuleRow,
+    Quarantine,
+    QuarantineReleaseLog,
+)
+from tables.types import require_aware, utc_now
+
+Key = tuple[str, str, str]  # (platform, app, token)
+DB = Connection | Session
+T = TypeVar("T")
+
+ROW_BATCH = 1_000  # rows per executemany call: bounds memory, not correctness
+NORMALIZED_TEXT_MAX = 1_024  # qualification_rule.normalized_text column length
+
+SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
+QUAR = Quarantine.__table__  # type: ignore[attr-defined]
+DENY = Denylist.__table__  # type: ignore[attr-defined]
+DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
+EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
+RULE = QualificationRuleRow.__table__  # type: ignore[attr-defined]
+RELOG = QuarantineReleaseLog.__table__  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _conn(db: DB) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_update/nothing``."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported dialect {conn.dialect.name}")
+
+
+def _max_params(conn: Connection) -> int:
+    # SQLAlchemy already knows the driver's bound-parameter ceiling (999 on old SQLite).
+    return int(getattr(conn.dialect, "insertmanyvalues_max_parameters", 999))
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    size = max(1, size)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _v(value: Any) -> Any:
+    """Enum -> its value; psycopg would otherwise dump some enums by *name*."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _now(now: datetime | None) -> datetime:
+    return utc_now() if now is None else require_aware(now, "now")
+
+
+def _group_tokens(keys: Iterable[Key]) -> dict[tuple[str, str], list[str]]:
+    """Keys grouped by (platform, app): ``platform = ? AND app = ? AND token IN (...)``
+    uses the (platform, app, token) unique index on both backends, and costs one
+    bound parameter per key instead of three."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for platform, app, token in dict.fromkeys(keys):
+        groups[(platform, app)].append(token)
+    return groups
+
+
+def _select_by_keys(
+    conn: Connection, table: sa.Table, columns: Sequence[Any], keys: Iterable[Key], *, lock: bool = False
+) -> Iterator[sa.Row[Any]]:
+    for (platform, app), tokens in _group_tokens(keys).items():
+        for chunk in _chunks(tokens, _max_params(conn) - 2):
+            stmt = sa.select(*columns).where(
+                table.c.platform == platform, table.c.app == app, table.c.token.in_(chunk)
+            )
+            if lock and conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()  # SQLite: BEGIN IMMEDIATE already serializes writers
+            yield from conn.execute(stmt)
+
+
+def _executemany(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Run ``stmt`` for ``rows`` in batches and return how many rows it affected.
+
+    INSERTs get a RETURNING clause: SQLAlchemy then sends them as multi-row
+    ``VALUES`` ("insertmanyvalues", sized under the parameter limit), and the
+    returned rows are an exact count of what was inserted/upserted - the
+    driver's executemany rowcount is not reliable for INSERT (psycopg: -1).
+    """
+    total = 0
+    is_insert = isinstance(stmt, sa.Insert)
+    if is_insert:
+        stmt = stmt.returning(*stmt.table.primary_key.columns)
+    for chunk in _chunks(rows, ROW_BATCH):
+        result = conn.execute(stmt, list(chunk))
+        total += len(result.all()) if is_insert else max(result.rowcount, 0)
+    return total
+
+
+def _key_of(row: Mapping[str, Any]) -> Key:
+    return (str(_v(row["platform"])), str(row["app"]), str(row["token"]))
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+def upsert_subscriptions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
+    """Insert subscriptions that are new; for known ones only update ``profile_id``.
+
+    Rows need ``app``, ``platform``, ``token`` and may carry ``profile_id``.
+    New rows get ``registered_at = now``. Known tokens keep ``registered_at``
+    and ``disabled`` untouched: an import is not a registration (see
+    ``register_token``). A known token's ``profile_id`` changes only when a
+    non-null one is given. Returns the number of rows inserted or changed.
+    """
+    c, ts = _conn(conn), _now(now)
+    latest: dict[Key, dict[str, Any]] = {}
+    for row in rows:  # last row wins: one statement must not touch a key twice
+        platform, app, token = _key_of(row)
+        latest[(platform, app, token)] = {
+            "platform": platform,
+            "app": app,
+            "token": token,
+            "profile_id": row.get("profile_id"),
+            "disabled": False,
+            "registered_at": ts,
+            "created_at": ts,
+            "updated_at": ts,
+        }
+    if not latest:
+        return 0
+    ins = _insert(c, SUBS)
+    new_profile = sa.func.coalesce(ins.excluded.profile_id, SUBS.c.profile_id)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["platform", "app", "token"],
+        set_={"profile_id": new_profile, "updated_at": ins.excluded.updated_at},
+        where=SUBS.c.profile_id.is_distinct_from(new_profile),  # skip no-op writes
+    )
+    return _executemany(c, stmt, list(latest.values()))
+
+
+def register_token(
+    conn: DB,
+    *,
+    app: str,
+    platform: str,
+    token: str,
+    profile_id: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """The app (re)registered ``token``: upsert it, bump ``registered_at``, return its id.
+
+    Registering again also clears ``disabled`` (and its date/reason): the OS
+    just handed this token to a live app install, so it is reachable again.
+    The quarantine row is NOT touched - seed 003 says quarantine is only ever
+    left by a manual release - but a later stale APNs 410 (timestamp before
+    this registration) no longer counts against the token.
+    """
+    c, ts = _conn(conn), _now(now)
+    ins = _insert(c, SUBS).values(
+        platform=_v(platform),
+        app=app,
+        token=token,
+        profile_id=profile_id,
+        disabled=False,
+        registered_at=ts,
+        created_at=ts,
+        updated_at=ts,
+    )
+    stmt = ins.on_conflict_do_update(
+        index_elements=["platform", "app", "token"],
+        set_={
+            "profile_id": sa.func.coalesce(ins.excluded.profile_id, SUBS.c.profile_id),
+            "registered_at": ins.excluded.registered_at,
+            "updated_at": ins.excluded.updated_at,
+            "disabled": False,
+            "disabled_at": None,
+            "disabled_reason": None,
+        },
+    ).returning(SUBS.c.id)
+    return int(c.execute(stmt).scalar_one())
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisState:
+    """What delivery analysis needs to know about one (platform, app, token)."""
+
+    subscription_id: int | None  # None: the token has no subscription row
+    profile_id: str | None
+    disabled: bool
+    registered_at: datetime | None
+    quarantine_status: QuarantineStatus | None  # None: no quarantine row (valid)
+    denylisted: bool  # the subscription's profile is on the denylist for this platform
+
+
+def load_analysis_state(conn: DB, keys: Iterable[Key]) -> dict[Key, AnalysisState]:
+    """Subscription, quarantine and denylist facts for ``keys``, one entry per key.
+
+    Three set-based queries per (platform, app) group and parameter-limit chunk.
+    """
+    c = _conn(conn)
+    wanted = list(dict.fromkeys(keys))
+    subs: dict[Key, sa.Row[Any]] = {}
+    cols = [SUBS.c[n] for n in ("id", "platform", "app", "token", "profile_id", "disabled", "registered_at")]
+    for row in _select_by_keys(c, SUBS, cols, wanted):
+        subs[(row.platform, row.app, row.token)] = row
+    quarantine: dict[Key, QuarantineStatus] = {
+        (r.platform, r.app, r.token): QuarantineStatus(r.status)
+        for r in _select_by_keys(c, QUAR, (QUAR.c.platform, QUAR.c.app, QUAR.c.token, QUAR.c.status), wanted)
+    }
+    profiles_by_channel: dict[str, set[str]] = defaultdict(set)
+    for (platform, _app, _token), row in subs.items():
+        if row.profile_id is not None:
+            profiles_by_channel[platform].add(row.profile_id)
+    denied: set[tuple[str, str]] = set()
+    for channel, profiles in profiles_by_channel.items():
+        for chunk in _chunks(sorted(profiles), _max_params(c) - 1):
+            stmt = sa.select(DENY.c.profile_id).where(DENY.c.channel == channel, DENY.c.profile_id.in_(chunk))
+            denied.update((profile, channel) for profile in c.execute(stmt).scalars())
+
+    result: dict[Key, AnalysisState] = {}
+    for key in wanted:
+        sub = subs.get(key)
+        profile = sub.profile_id if sub is not None else None
+        result[key] = AnalysisState(
+            subscription_id=sub.id if sub is not None else None,
+            profile_id=profile,
+            disabled=bool(sub.disabled) if sub is not None else False,
+            registered_at=sub.registered_at if sub is not None else None,
+            quarantine_status=quarantine.get(key),
+            denylisted=profile is not None and (profile, key[0]) in denied,
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- delivery logs
+
+_LOG_REQUIRED = ("delivery_id", "seq", "token", "platform", "app")
+_LOG_OPTIONAL: dict[str, Any] = {
+    "profile_id": None,
+    "status": LogStatus.PENDING.value,
+    "failure_type": None,
+    "failure_reason": None,
+    "error_text": None,
+    "provider_status": None,
+    "provider_reason": None,
+    "provider_id": None,
+    "attempts": 0,
+    "next_retry_at": None,
+    "expires_at": None,
+    "payload": None,
+}
+_LOG_KEYS = frozenset({"id", "delivery_id", "seq"})
+_LOG_UPDATABLE = frozenset(_LOG_OPTIONAL) | {"updated_at"}
+
+
+def _log_value(name: str, value: Any) -> Any:
+    if name == "payload" and value is not None and not isinstance(value, str):
+        # Canonical JSON so a resumed delivery stores byte-identical payloads.
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    if name == "failure_reason" and value is not None:
+        return int(value)
+    return _v(value)
+
+
+def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
+    """Insert log rows; rows whose (delivery_id, seq) exists are skipped (resume).
+
+    Required keys: delivery_id, seq, token, platform, app. Optional: any other
+    delivery_log column; ``payload`` may be a JSON-able mapping or JSON text.
+    Returns how many rows were actually inserted.
+    """
+    c, ts = _conn(conn), _now(now)
+    prepared: list[dict[str, Any]] = []
+    for row in rows:
+        missing = [k for k in _LOG_REQUIRED if row.get(k) is None]
+        if missing:
+            raise ValidationError(missing[0], "required for a delivery_log row")
+        unknown = set(row) - set(_LOG_REQUIRED) - set(_LOG_OPTIONAL) - {"created_at", "updated_at"}
+        if unknown:
+            raise ValidationError(sorted(unknown)[0], "not a delivery_log column")
+        item = {k: _log_value(k, row[k]) for k in _LOG_REQUIRED}
+        item.update({k: _log_value(k, row.get(k, default)) for k, default in _LOG_OPTIONAL.items()})
+        item["created_at"] = row.get("created_at", ts)
+        item["updated_at"] = row.get("updated_at", ts)
+        prepared.append(item)
+    if not prepared:
+        return 0
+    stmt = _insert(c, DLOG).on_conflict_do_nothing(index_elements=["delivery_id", "seq"])
+    return _executemany(c, stmt, prepared)
+
+
+def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:
+    """``seq -> status`` for the rows of ``delivery_id`` already written in ``seq_range``."""
+    c = _conn(conn)
+    if not seq_range:
+        return {}
+    low, high = min(seq_range), max(seq_range)
+    stmt = sa.select(DLOG.c.seq, DLOG.c.status).where(
+        DLOG.c.delivery_id == delivery_id, DLOG.c.seq >= low, DLOG.c.seq <= high
+    )
+    return {seq: LogStatus(status) for seq, status in c.execute(stmt) if seq in seq_range}
+
+
+def update_delivery_logs(conn: DB, updates: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
+    """Bulk-update log rows identified by ``id`` or by ``(delivery_id, seq)``.
+
+    Each mapping holds the identifying key(s) plus the columns to set (any
+    delivery_log column except the keys). ``updated_at`` defaults to ``now``.
+    Updates with the same shape go out as one executemany. Returns rows updated.
+    """
+    c, ts = _conn(conn), _now(now)
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    for update in updates:
+        by_id = update.get("id") is not None
+        if not by_id and (update.get("delivery_id") is None or update.get("seq") is None):
+            raise ValidationError("id", "each update needs 'id' or both 'delivery_id' and 'seq'")
+        fields = {k: _log_value(k, v) for k, v in update.items() if k not in _LOG_KEYS}
+        bad = set(fields) - _LOG_UPDATABLE
+        if bad:
+            raise ValidationError(sorted(bad)[0], "not an updatable delivery_log column")
+        fields.setdefault("updated_at", ts)
+        params = {f"v_{k}": v for k, v in fields.items()}
+        if by_id:
+            params["k_id"] = update["id"]
+        else:
+            params["k_delivery_id"], params["k_seq"] = update["delivery_id"], update["seq"]
+        groups[("id" if by_id else "seq", tuple(sorted(fields)))].append(params)
+
+    total = 0
+    for (by, names), params in groups.items():
+        where = (
+            [DLOG.c.id == sa.bindparam("k_id")]
+            if by == "id"
+            else [DLOG.c.delivery_id == sa.bindparam("k_delivery_id"), DLOG.c.seq == sa.bindparam("k_seq")]
+        )
+        # bindparam names differ from column names: SQLAlchemy reserves those for SET.
+        stmt = sa.update(DLOG).where(*where).values({n: sa.bindparam(f"v_{n}") for n in names})
+        total += _executemany(c, stmt, params)
+    return total
+
+
+# --------------------------------------------------------------------------- exclusions
+
+
+def insert_exclusions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
+    """Record excluded tokens; duplicates are skipped, so re-runs are harmless.
+
+    Required: token, platform, app, failure_reason, source. ``source="analysis"``
+    rows need ``delivery_id`` (unique per delivery and token); ``source=
+    "opt_out_job"`` rows need ``subscription_id`` and ``event_at`` (the
+    subscription's ``disabled_at``: unique per subscription and disable event).
+    Returns how many rows were inserted.
+    """
+    c, ts = _conn(conn), _now(now)
+    prepared: list[dict[str, Any]] = []
+    for row in rows:
+        source = ExclusionSource(_v(row["source"]))
+        if source is ExclusionSource.ANALYSIS and row.get("delivery_id") is None:
+            raise ValidationError("delivery_id", "required for source='analysis' exclusions")
+        job_keys = (row.get("subscription_id"), row.get("event_at"))
+        if source is ExclusionSource.OPT_OUT_JOB and None in job_keys:
+            raise ValidationError("event_at", "opt_out_job exclusions need subscription_id and event_at (disabled_at)")
+        prepared.append(
+            {
+                "delivery_id": row.get("delivery_id"),
+                "subscription_id": row.get("subscription_id"),
+                "token": row["token"],
+                "platform": _v(row["platform"]),
+                "app": row["app"],
+                "failure_reason": int(row["failure_reason"]),
+                "reason_text": row.get("reason_text"),
+                "source": source.value,
+                "event_at": row.get("event_at"),
+                "created_at": row.get("created_at", ts),
+            }
+        )
+    if not prepared:
+        return 0
+    # No conflict target: either unique constraint (analysis or job) may apply.
+    return _executemany(c, _insert(c, EXCL).on_conflict_do_nothing(), prepared)
+
+
+# --------------------------------------------------------------------------- quarantine
+
+_STATE_COLUMNS = (
+    "status",
+    "error_count",
+    "failure_type",
+    "failure_reason",
+    "error_text",
+    "provider_timestamp",
+    "first_error_at",
+    "last_error_at",
+)
+
+
+def _state_from_row(row: Any) -> QuarantineState:
+    return QuarantineState(
+        status=QuarantineStatus(row.status),
+        error_count=row.error_count,
+        failure_type=FailureType(row.failure_type) if row.failure_type is not None else None,
+        failure_reason=FailureReason(row.failure_reason) if row.failure_reason is not None else None,
+        error_text=row.error_text,
+        provider_timestamp=row.provider_timestamp,
+        first_error_at=row.first_error_at,
+        last_error_at=row.last_error_at,
+    )
+
+
+def _state_row(key: Key, state: QuarantineState, now: datetime) -> dict[str, Any]:
+    platform, app, token = key
+    return {
+        "platform": platform,
+        "app": app,
+        "token": token,
+        "status": state.status.value,
+        "error_count": state.error_count,
+        "failure_type": _v(state.failure_type),
+        "failure_reason": int(state.failure_reason) if state.failure_reason is not None else None,
+        "error_text": state.error_text,
+        "provider_timestamp": state.provider_timestamp,
+        "first_error_at": state.first_error_at,
+        "last_error_at": state.last_error_at,
+        "updated_at": now,
+    }
+
+
+def load_quarantine_states(conn: DB, keys: Iterable[Key], *, for_update: bool = False) -> dict[Key, QuarantineState]:
+    """Current quarantine state of the keys that have a row."""
+    c = _conn(conn)
+    cols = [QUAR.c.platform, QUAR.c.app, QUAR.c.token, *(QUAR.c[n] for n in _STATE_COLUMNS)]
+    found = _select_by_keys(c, QUAR, cols, keys, lock=for_update)
+    return {(r.platform, r.app, r.token): _state_from_row(r) for r in found}
+
+
+def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    ins = _insert(conn, QUAR)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["platform", "app", "token"],
+        set_={name: ins.excluded[name] for name in (*_STATE_COLUMNS, "updated_at")},
+    )
+    _executemany(conn, stmt, rows)
+
+
+def apply_quarantine(
+    conn: DB,
+    outcomes_by_key: Mapping[Key, Outcome | Sequence[Outcome]],
+    *,
+    now: datetime | None = None,
+    policy: QuarantinePolicy = QuarantinePolicy(),
+) -> int:
+    """Run ``push.quarantine.decide`` for each key's outcome(s) and write the changes.
+
+    A key may map to several outcomes (e.g. attempts of one notification); they
+    are applied in order. Subscriptions' ``registered_at`` is looked up for the
+    APNs 410 rule. Returns how many keys newly entered ``quarantine``.
+
+    Existing rows are locked (PostgreSQL ``FOR UPDATE``; SQLite's ``BEGIN
+    IMMEDIATE`` serializes writers) so concurrent workers don't lose counts.
+    """
+    c, ts = _conn(conn), _now(now)
+    keys = list(outcomes_by_key)
+    if not keys:
+        return 0
+    states = load_quarantine_states(c, keys, for_update=True)
+    needs_registration = [
+        key
+        for key, value in outcomes_by_key.items()
+        if any(o.provider_timestamp is not None for o in ([value] if isinstance(value, Outcome) else value))
+    ]
+    registered: dict[Key, datetime] = {
+        (r.platform, r.app, r.token): r.registered_at
+        for r in _select_by_keys(
+            c, SUBS, (SUBS.c.platform, SUBS.c.app, SUBS.c.token, SUBS.c.registered_at), needs_registration
+        )
+    }
+
+    changed: list[dict[str, Any]] = []
+    entered = 0
+    for key, value in outcomes_by_key.items():
+        state, dirty, newly = states.get(key), False, False
+        for outcome in [value] if isinstance(value, Outcome) else value:
+            step = decide(state, outcome, now=ts, registered_at=registered.get(key), policy=policy)
+            if step.state is not None:
+                state, dirty = step.state, True
+                newly = newly or step.entered_quarantine
+        if dirty and state is not None:
+            changed.append(_state_row(key, state, ts))
+            entered += newly
+    _write_states(c, changed)
+    return entered
+
+
+def cleanup_quarantine(
+    conn: DB, *, now: datetime | None = None, policy: QuarantinePolicy = QuarantinePolicy(), dry_run: bool = False
+) -> int:
+    """The cleanup events: ``with_errors`` rows whose last error is older than
+    ``policy.reset_after`` (``mailbox_full_reset_after`` for mailbox full) go
+    back to ``valid``. Returns how many rows were (or, dry run, would be) reset.
+    """
+    c, ts = _conn(conn), _now(now)
+    cutoff = ts - min(policy.reset_after, policy.mailbox_full_reset_after)
+    cols = [QUAR.c.platform, QUAR.c.app, QUAR.c.token, *(QUAR.c[n] for n in _STATE_COLUMNS)]
+    stmt = sa.select(*cols).where(
+        QUAR.c.status == QuarantineStatus.WITH_ERRORS.value, QUAR.c.last_error_at < cutoff
+    )
+    if c.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    changed: list[dict[str, Any]] = []
+    for row in c.execute(stmt):
+        state = _state_from_row(row)
+        event = cleanup_event(state, now=ts, policy=policy)
+        step = apply_event(state, event, now=ts, policy=policy) if event is not None else None
+        if step is not None and step.state is not None:
+            changed.append(_state_row((row.platform, row.app, row.token), step.state, ts))
+    if not dry_run:
+        _write_states(c, changed)
+    return len(changed)
+
+
+def release_quarantine(
+    conn: DB,
+    *,
+    released_by: str,
+    token: str | None = None,
+    error_text_contains: str | None = None,
+    app: str | None = None,
+    platform: str | None = None,
+    modified_since: datetime | None = None,
+    modified_until: datetime | None = None,
+    include_denylisted: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> int:
+    """Manual / bulk release (seed 003 "bulk updates", e.g. after a provider outage).
+
+    Criteria are ANDed; at least one is required so a slip cannot release the
+    whole table. ``error_text_contains`` is a case-insensitive substring match
+    (``%``/``_`` are literal); ``modified_since``/``modified_until`` bound
+    ``updated_at`` inclusively. ``denylisted`` rows (spam complaints, STOP) are
+    only released with ``include_denylisted=True``. Each released row is logged
+    to ``quarantine_release_log`` with ``released_by`` and the criteria. All
+    values travel as bound parameters. Returns the number (to be) released.
+    """
+    c, ts = _conn(conn), _now(now)
+    if not released_by or not released_by.strip():
+        raise ValidationError("released_by", "say who or what releases these tokens")
+    criteria = {
+        "token": token,
+        "error_text_contains": error_text_contains,
+        "app": app,
+        "platform": _v(platform),
+        "modified_since": modified_since,
+        "modified_until": modified_until,
+    }
+    given = {k: v for k, v in criteria.items() if v is not None}
+    if not given:
+        raise ValidationError("criteria", "give at least one of token, error_text_contains, app, platform, modified_*")
+
+    statuses = {s.value for s in RELEASABLE if include_denylisted or s is not QuarantineStatus.DENYLISTED}
+    where = [QUAR.c.status.in_(sorted(statuses))]
+    if token is not None:
+        where.append(QUAR.c.token == token)
+    if app is not None:
+        where.append(QUAR.c.app == app)
+    if platform is not None:
+        where.append(QUAR.c.platform == _v(platform))
+    if error_text_contains is not None:
+        where.append(QUAR.c.error_text.icontains(error_text_contains, autoescape=True))
+    if modified_since is not None:
+        where.append(QUAR.c.updated_at >= require_aware(modified_since, "modified_since"))
+    if modified_until is not None:
+        where.append(QUAR.c.updated_at <= require_aware(modified_until, "modified_until"))
+
+    stmt = sa.select(QUAR.c.id, QUAR.c.platform, QUAR.c.app, QUAR.c.token, QUAR.c.status).where(*where)
+    if c.dialect.name == "postgresql" and not dry_run:
+        stmt = stmt.with_for_update()
+    rows = c.execute(stmt).all()
+    if dry_run or not rows:
+        return len(rows)
+
+    label = released_by.strip() + " | " + ", ".join(f"{k}={_describe(v)}" for k, v in given.items())
+    _executemany(
+        c,
+        sa.insert(RELOG),
+        [
+            {
+                "token": r.token,
+                "platform": r.platform,
+                "app": r.app,
+                "previous_status": r.status,
+                "released_by": label,
+                "created_at": ts,
+            }
+            for r in rows
+        ],
+    )
+    # The target status and counter come from the one transition table.
+    by_status: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        by_status[r.status].append(r.id)
+    for status, ids in by_status.items():
+        rule = TRANSITIONS[(QuarantineStatus(status), Event.RELEASE)]
+        values: dict[str, Any] = {"updated_at": ts}
+        if rule.status is not None:
+            values["status"] = rule.status.value
+        if rule.counter is Counter.RESET:
+            values["error_count"] = 0
+        for chunk in _chunks(ids, _max_params(c) - len(values) - 1):
+            c.execute(sa.update(QUAR).where(QUAR.c.id.in_(chunk)).values(values))
+    return len(rows)
+
+
+def _describe(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else repr(value)
+
+
+# --------------------------------------------------------------------------- qualification rules
+
+
+def bump_qualification_rules(
+    conn: DB, items: Iterable[tuple[str, str, str]], *, now: datetime | None = None
+) -> int:
+    """Count occurrences of ``(provider, normalized_text, first_text)`` error texts.
+
+    New rules start in ``to_qualify`` with the given ``first_text``; existing
+    ones keep their first text, status and user qualification, and their
+    occurrences grow, capped at 100,000 (seed 004). ``normalized_text`` longer
+    than the column (1,024) is truncated. Returns the number of distinct rules
+    touched.
+    """
+    c, ts = _conn(conn), _now(now)
+    counts: dict[tuple[str, str], list[Any]] = {}
+    for provider, normalized, first_text in items:
+        key = (str(_v(provider)), normalized[:NORMALIZED_TEXT_MAX])
+        if key in counts:
+            counts[key][1] += 1
+        else:
+            counts[key] = [first_text, 1]
+    if not counts:
+        return 0
+    rows = [
+        {
+            "provider": provider,
+            "normalized_text": normalized,
+            "first_text": first_text,
+            "occurrences": min(n, MAX_OCCURRENCES),
+            "status": RuleStatus.TO_QUALIFY.value,
+            "created_at": ts,
+            "updated_at": ts,
+        }
+        for (provider, normalized), (first_text, n) in counts.items()
+    ]
+    ins = _insert(c, RULE)
+    total = RULE.c.occurrences + ins.excluded.occurrences
+    stmt = ins.on_conflict_do_update(
+        index_elements=["provider", "normalized_text"],
+        set_={
+            "occurrences": sa.case((total > MAX_OCCURRENCES, MAX_OCCURRENCES), else_=total),
+            "updated_at": ins.excluded.updated_at,
+        },
+    )
+    _executemany(c, stmt, rows)
+    return len(rows)
+
+
+def load_qualification_rules(conn: DB, *, provider: str | None = None) -> dict[tuple[str, str], QualificationRule]:
+    """All rules (optionally of one provider) keyed by (provider, normalized_text),
+    in the shape ``push.qualification.apply_rules`` takes."""
+    c = _conn(conn)
+    stmt = sa.select(RULE)
+    if provider is not None:
+        stmt = stmt.where(RULE.c.provider == _v(provider))
+    return {
+        (r.provider, r.normalized_text): QualificationRule(
+            provider=r.provider,
+            normalized_text=r.normalized_text,
+            first_text=r.first_text,
+            occurrences=r.occurrences,
+            status=RuleStatus(r.status),
+            failure_type=FailureType(r.failure_type) if r.failure_type is not None else None,
+            failure_reason=FailureReason(r.failure_reason) if r.failure_reason is not None else None,
+        )
+        for r in c.execute(stmt)
+    }
