@@ -10,7 +10,15 @@ from push.outcomes import Outcome
 
 
 def outcome_for_transport_error(provider: str, exc: BaseException, table: OutcomeTable) -> Outcome:
-    """A send that got no HTTP answer. Timeouts and lost connections may have been delivered."""
-    name = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_lost"
+    """A send that got no HTTP answer.
+
+    Read timeouts and lost connections may have been delivered; connect
+    failures, pool timeouts and exhausted resends provably were not. Both take
+    the table's retry rule; the error text says which it was.
+    """
+    unsent = isinstance(exc, (httpx.ConnectError, httpx.PoolTimeout)) or (
+        getattr(exc, "may_have_been_processed", True) is False)
+    name = "timeout" if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.PoolTimeout) else "connection_lost"
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = ("not sent; " if unsent else "may have been delivered; ") + detail
     return classify(provider, error=name, detail=detail[:200], table=table)  # type: ignore[arg-type]

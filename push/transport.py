@@ -1,0 +1,1182 @@
+"""HTTP/2 transport for APNs and FCM, built directly on ``h2`` and asyncio.
+
+Use it as ``httpx.AsyncClient(transport=H2Transport(ssl_context=ctx), base_url=...)``.
+
+The point of this module is exact delivery semantics: a request the server
+provably did not process (stream id above a GOAWAY's ``last_stream_id``,
+RST_STREAM REFUSED_STREAM, or bytes never written to the socket) is resent
+transparently on another connection; a request that may have been processed is
+reported as such and never resent here.
+
+What each exception tells the caller::
+
+    httpx.TransportError
+    ├── httpx.ConnectError          never sent: TCP/TLS/ALPN failed, or the server
+    │   └── ConnectFailed           refused the connection (GOAWAY during setup)
+    ├── httpx.PoolTimeout           never sent: the deadline passed while waiting
+    │                               for a connection or a free stream slot
+    ├── httpx.ReadTimeout           sent, no complete response before the deadline;
+    │                               stream reset with CANCEL: outcome UNKNOWN
+    ├── ResendLimitExceeded         NOT processed (provably), but it was refused or
+    │                               cut by GOAWAY more than ``max_resends`` times
+    └── ConnectionLost              connection died while the request was in flight:
+        │                           MAY HAVE BEEN PROCESSED (do not blindly resend)
+        └── StreamReset             server reset the stream with a code other than
+                                    REFUSED_STREAM: MAY HAVE BEEN PROCESSED
+
+``ConnectionLost``, ``ResendLimitExceeded`` and ``ConnectFailed`` carry the GOAWAY
+that caused them, if any (``goaway``, ``goaway_error_code``,
+``goaway_debug_data``, and ``reason`` parsed from APNs' JSON debug data).
+``ConnectionLost.may_have_been_processed`` is True and
+``ResendLimitExceeded.may_have_been_processed`` is False.
+
+Successful responses carry ``extensions["resends"]`` (how many times the
+request was transparently resent) and ``extensions["stream_id"]``.
+
+Deadlines come from httpx's ``request.extensions["timeout"]``: ``pool`` bounds the
+wait for a connection / stream slot (-> PoolTimeout), ``read`` bounds the time from
+sending the request to the complete response, one deadline across transparent
+resends (-> ReadTimeout, or PoolTimeout if it passes while a provably unprocessed
+request waits to be resent). ``None`` means no deadline. Connection setup is
+bounded by ``connect_timeout``.
+
+Connections: a small pool per origin, opened lazily, each carrying as many
+streams as the server's live SETTINGS_MAX_CONCURRENT_STREAMS allows; a new one
+is opened only when all are full. A connection is PINGed before reuse after a
+request timed out on it or after ``ping_after_idle`` seconds without traffic,
+and closed if the PING is not answered within ``ping_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import logging
+import re
+import ssl
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import hpack
+import httpx
+from h2.connection import ConnectionInputs, ConnectionState
+from hpack import NeverIndexedHeaderTuple
+
+__all__ = [
+    "ConnectFailed",
+    "ConnectionLost",
+    "GoAway",
+    "H2Transport",
+    "ResendLimitExceeded",
+    "StreamReset",
+    "TransportStats",
+]
+
+log = logging.getLogger(__name__)
+
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+NO_ERROR = 0x0
+
+# Our assumed stream limit until the server's first SETTINGS frame arrives. A new
+# connection takes no request before that frame (APNs token connections start at
+# 1, and a burst of 100 would mostly be refused), so from the first request on the
+# live value counts: the server's, or the protocol's "unlimited" if it omits it.
+INITIAL_MAX_STREAMS = 100
+_READ_SIZE = 256 * 1024
+
+# Headers that are connection-specific in HTTP/1.1 and forbidden in HTTP/2
+# (RFC 9113 §8.2.2); ``host`` becomes ``:authority``.
+_SKIP_HEADERS = frozenset(
+    {b"host", b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+# Sent as never-indexed HPACK literals. Credentials, as h2 does by default (RFC 7541
+# §7.1.3). Values that change on every request (``:path`` carries the APNs device
+# token) because indexing them only churns the 4 KiB dynamic table and evicts the
+# headers that do repeat (topic, push type, user agent...).
+_NEVER_INDEXED = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"content-length", b"apns-id",
+     b"apns-expiration"}
+)
+_BAD_VALUE = re.compile(rb"[\r\n\0]").search
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]").search  # RFC 9110 token, lower case
+
+
+# --------------------------------------------------------------------------- public values
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """A GOAWAY frame received from the server."""
+
+    error_code: int
+    last_stream_id: int
+    debug_data: bytes
+
+    @property
+    def reason(self) -> str | None:
+        """APNs puts ``{"reason": ...}`` in the debug data; None if absent or not JSON."""
+        if not self.debug_data:
+            return None
+        try:
+            data = json.loads(self.debug_data)
+        except ValueError:
+            return None
+        reason = data.get("reason") if isinstance(data, dict) else None
+        return reason if isinstance(reason, str) else None
+
+    def describe(self) -> str:
+        text = f"GOAWAY error_code={self.error_code} last_stream_id={self.last_stream_id}"
+        if self.debug_data:
+            text += f" debug_data={self.debug_data[:200]!r}"
+        return text
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters for tests and benchmarks (monotonic, per transport)."""
+
+    connections_opened: int = 0  # connections that completed TLS + SETTINGS
+    connect_failures: int = 0
+    resends: int = 0  # transparent resends of provably unprocessed requests
+    goaways: int = 0  # GOAWAY frames received
+    resets: int = 0  # RST_STREAM frames received (any code, REFUSED_STREAM included)
+    timeouts: int = 0  # requests that hit their deadline after being sent
+    pings_failed: int = 0  # health-check PINGs not answered in time
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _GoAwayDetails:
+    goaway: GoAway | None
+
+    @property
+    def goaway_error_code(self) -> int | None:
+        return None if self.goaway is None else self.goaway.error_code
+
+    @property
+    def goaway_debug_data(self) -> bytes | None:
+        return None if self.goaway is None else self.goaway.debug_data
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.goaway is None else self.goaway.reason
+
+
+class ConnectionLost(_GoAwayDetails, httpx.TransportError):
+    """The connection ended while the request was in flight. It may have been processed."""
+
+    may_have_been_processed = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        goaway: GoAway | None = None,
+        stream_id: int | None = None,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.goaway = goaway
+        self.stream_id = stream_id
+
+
+class StreamReset(ConnectionLost):
+    """The server reset the stream (not REFUSED_STREAM). It may have been processed."""
+
+    def __init__(
+        self,
+        error_code: int,
+        *,
+        request: httpx.Request | None = None,
+        goaway: GoAway | None = None,
+        stream_id: int | None = None,
+    ) -> None:
+        super().__init__(
+            f"stream {stream_id} reset by server with error code {error_code}; "
+            "the request may have been processed",
+            request=request,
+            goaway=goaway,
+            stream_id=stream_id,
+        )
+        self.error_code = error_code
+
+
+class ResendLimitExceeded(_GoAwayDetails, httpx.TransportError):
+    """The server provably did not process the request, and resends are exhausted."""
+
+    may_have_been_processed = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        goaway: GoAway | None = None,
+        resends: int = 0,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.goaway = goaway
+        self.resends = resends
+
+
+class ConnectFailed(_GoAwayDetails, httpx.ConnectError):
+    """Could not set up a connection (the request was never sent)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        goaway: GoAway | None = None,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.goaway = goaway
+
+
+class _Unprocessed(Exception):
+    """Internal: the server provably did not process this stream; resend it."""
+
+    def __init__(self, why: str, goaway: GoAway | None = None) -> None:
+        super().__init__(why)
+        self.why = why
+        self.goaway = goaway
+
+
+# --------------------------------------------------------------------------- h2 glue
+
+
+class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, except that a GOAWAY doesn't end existing streams.
+
+    h2 moves to CLOSED on GOAWAY and then rejects every further frame as a
+    protocol error. RFC 9113 §6.8 says streams up to ``last_stream_id`` may
+    still complete, so after a GOAWAY we keep receiving HEADERS/DATA for them,
+    keep sending their remaining DATA, RST_STREAM, WINDOW_UPDATE, PINGs and
+    SETTINGS ACKs. SEND_HEADERS stays forbidden: no new stream can be opened.
+    """
+
+    _transitions = {
+        **h2.connection.H2ConnectionStateMachine._transitions,
+        **{
+            (ConnectionState.CLOSED, inp): (None, ConnectionState.CLOSED)
+            for inp in (
+                ConnectionInputs.RECV_HEADERS,
+                ConnectionInputs.RECV_DATA,
+                ConnectionInputs.RECV_WINDOW_UPDATE,
+                ConnectionInputs.RECV_PING,
+                ConnectionInputs.RECV_SETTINGS,
+                ConnectionInputs.RECV_RST_STREAM,
+                ConnectionInputs.RECV_PRIORITY,
+                ConnectionInputs.RECV_ALTERNATIVE_SERVICE,
+                ConnectionInputs.SEND_DATA,
+                ConnectionInputs.SEND_RST_STREAM,
+                ConnectionInputs.SEND_WINDOW_UPDATE,
+                ConnectionInputs.SEND_PING,
+                ConnectionInputs.SEND_SETTINGS,
+            )
+        },
+    }
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's client connection with an O(1) open-stream count.
+
+    h2's ``open_outbound_streams`` scans every stream on each ``send_headers``
+    (quadratic at hundreds of concurrent streams). Our ``_Connection.active`` is
+    the same number for a connection that still opens streams, so we return it
+    and let h2 scan (which also forgets closed streams) only once closed streams
+    have piled up, which keeps the cost amortised O(1).
+    """
+
+    def __init__(self, owner: _Connection) -> None:
+        super().__init__(config=_h2_config())
+        self.state_machine = _DrainingStateMachine()
+        self.encoder = _Encoder()
+        self._owner = owner
+        self._gc_at = 256
+
+    @property
+    def open_outbound_streams(self) -> int:
+        if len(self.streams) > self._gc_at:
+            h2.connection.H2Connection.open_outbound_streams.fget(self)  # type: ignore[attr-defined]
+            self._gc_at = 2 * len(self.streams) + 256
+        return self._owner.active
+
+
+class _Encoder(hpack.Encoder):
+    """HPACK encoder without Huffman coding.
+
+    Pure-Python Huffman coding was the largest single per-request cost (about 3x
+    the rest of HPACK) and saves only some tens of bytes per request; indexing,
+    which saves far more, is unaffected.
+    """
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
+def _h2_config() -> h2.config.H2Configuration:
+    # header_encoding=None: headers stay bytes end to end (no decode/encode per request).
+    # Outbound validation/normalisation is done once by H2Transport._headers instead
+    # of by h2's generator chain per header (lowercase names, no connection headers,
+    # no CR/LF/NUL, credentials never indexed).
+    return h2.config.H2Configuration(
+        client_side=True, header_encoding=None,
+        validate_outbound_headers=False, normalize_outbound_headers=False)
+
+
+# Connection states. Plain ints compared by identity are the cheapest check on the hot path.
+_CONNECTING = 0  # TCP/TLS/ALPN in progress, or waiting for the server's first SETTINGS
+_READY = 1  # takes new streams
+_CHECKING = 2  # health-check PING in flight; no new streams until it is answered
+_DRAINING = 3  # GOAWAY received (or ids exhausted): existing streams finish, no new ones
+_CLOSED = 4
+_STATE_NAMES = {0: "connecting", 1: "ready", 2: "checking", 3: "draining", 4: "closed"}
+
+
+class _Stream:
+    """Per-stream state, owned by its connection; the request coroutine awaits ``future``."""
+
+    __slots__ = ("sid", "future", "gen", "status", "headers", "chunks", "done", "timer",
+                 "body_offset", "window_waiter")
+
+    def __init__(self, sid: int, future: asyncio.Future[_Stream], gen: int) -> None:
+        self.sid = sid
+        self.future = future
+        # Value of the connection's flush counter when our frames were queued in h2;
+        # the stream was written to the socket iff the counter has moved past it.
+        self.gen = gen
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.done = False
+        self.timer: asyncio.TimerHandle | None = None
+        # Offset of the first body byte not yet handed to h2; None once all of it is.
+        self.body_offset: int | None = None
+        self.window_waiter: asyncio.Future[None] | None = None
+
+
+_ids = itertools.count(1)
+
+
+class _Connection:
+    """One HTTP/2 connection: an h2 state machine, a socket, and a reader task."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.id = next(_ids)
+        self.state = _CONNECTING
+        self.h2 = _H2Connection(self)
+        self.streams: dict[int, _Stream] = {}
+        self.active = 0
+        self.answered = 0  # complete responses received
+        self.max_streams = INITIAL_MAX_STREAMS
+        self.goaway: GoAway | None = None
+        self.last_recv = self.loop.time()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None  # the reader
+        self.connect_task: asyncio.Task[None] | None = None  # strong ref: asyncio keeps weak ones
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_gen = 0
+        self._blocked: set[_Stream] = set()
+        self._ping_payload: bytes | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._settings_seen: asyncio.Future[None] = self.loop.create_future()
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            h2.events.ResponseReceived: self._on_response,
+            h2.events.DataReceived: self._on_data,
+            h2.events.StreamEnded: self._on_stream_ended,
+            h2.events.StreamReset: self._on_stream_reset,
+            h2.events.WindowUpdated: self._on_window_updated,
+            h2.events.RemoteSettingsChanged: self._on_settings,
+            h2.events.PingAckReceived: self._on_ping_ack,
+            h2.events.ConnectionTerminated: self._on_goaway,
+            h2.events.TrailersReceived: self._on_trailers,
+            h2.events.PushedStreamReceived: self._on_pushed,
+        }
+
+    def __repr__(self) -> str:
+        return (f"<conn #{self.id} {_STATE_NAMES[self.state]} streams={self.active}"
+                f"/{self.max_streams}>")
+
+    # ----------------------------------------------------------------- setup
+
+    async def connect(self) -> None:
+        pool = self.pool
+        timeout = pool.transport._connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    pool.host, pool.port, ssl=pool.transport._ssl_context,
+                    server_hostname=pool.host, ssl_handshake_timeout=timeout,
+                )
+                self._reader, self._writer = reader, writer
+                if self.state is _CLOSED:  # the transport was closed meanwhile
+                    writer.transport.abort()
+                    raise ConnectFailed(f"{pool.origin}: transport closed during connect")
+                ssl_object = writer.get_extra_info("ssl_object")
+                alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+                if alpn != "h2":
+                    raise ConnectFailed(f"{pool.origin}: server did not negotiate HTTP/2 (ALPN {alpn!r})")
+                self.h2.initiate_connection()
+                # Servers must not push to us; a pushed stream would only cost memory.
+                self.h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+                writer.write(self.h2.data_to_send())
+                self._task = self.loop.create_task(self._read_loop(), name=f"h2-reader-{self.id}")
+                # Wait for the server's SETTINGS so the first burst respects its real
+                # stream limit instead of being refused (APNs token connections allow 1).
+                await self._settings_seen
+            if self.state is not _CONNECTING:  # GOAWAY or EOF right after SETTINGS
+                raise ConnectFailed(f"{pool.origin}: connection closed during setup",
+                                    goaway=self.goaway)
+        except BaseException as exc:
+            self._close("connect failed", abort=True)
+            if isinstance(exc, ConnectFailed):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise ConnectFailed(f"{pool.origin}: connect timed out after {timeout}s") from exc
+            if isinstance(exc, (OSError, ssl.SSLError, EOFError)):
+                raise ConnectFailed(f"{pool.origin}: {type(exc).__name__}: {exc}") from exc
+            raise
+        self.state = _READY
+
+    # ----------------------------------------------------------------- requests
+
+    def start(self, headers: list[tuple[bytes, bytes]], body: bytes) -> _Stream | None:
+        """Queue HEADERS (and the body if it fits) for a new stream; None if this
+        connection can't take it after all (it then drains; the caller picks again)."""
+        h2c = self.h2
+        try:
+            sid = h2c.get_next_available_stream_id()
+            h2c.send_headers(sid, headers, end_stream=not body)
+        except h2.exceptions.NoAvailableStreamIDError:
+            self._drain_locally("stream ids exhausted")
+            return None
+        except h2.exceptions.TooManyStreamsError:
+            # h2 counts more open streams than we do: don't trust this connection's accounting.
+            log.warning("%r: h2 refused a new stream; draining the connection", self)
+            self._drain_locally("stream accounting mismatch")
+            return None
+        except h2.exceptions.ProtocolError as exc:
+            raise httpx.LocalProtocolError(f"h2 rejected the request headers: {exc}") from exc
+        stream = _Stream(sid, self.loop.create_future(), self._flush_gen)
+        self.streams[sid] = stream
+        self.active += 1
+        if body:
+            size = len(body)
+            if size <= h2c.max_outbound_frame_size and size <= h2c.local_flow_control_window(sid):
+                h2c.send_data(sid, body, end_stream=True)
+            else:
+                stream.body_offset = 0
+        if self._flush_handle is None:
+            # One socket write for everything queued during this loop iteration.
+            self._flush_handle = self.loop.call_soon(self._flush)
+        return stream
+
+    async def send_body(self, stream: _Stream, body: bytes) -> None:
+        """Send the rest of a body that did not fit in one frame, following flow control."""
+        h2c = self.h2
+        view = memoryview(body)
+        total = len(body)
+        offset = stream.body_offset or 0
+        while offset < total:
+            if stream.done or self.state is _CLOSED:
+                return
+            window = h2c.local_flow_control_window(stream.sid)
+            if window <= 0:
+                waiter: asyncio.Future[None] = self.loop.create_future()
+                stream.window_waiter = waiter
+                self._blocked.add(stream)
+                try:
+                    await waiter
+                finally:
+                    stream.window_waiter = None
+                    self._blocked.discard(stream)
+                continue
+            frame_size = h2c.max_outbound_frame_size
+            while window > 0 and offset < total:
+                n = min(window, frame_size, total - offset)
+                h2c.send_data(stream.sid, view[offset:offset + n], end_stream=offset + n == total)
+                offset += n
+                window -= n
+            stream.body_offset = offset if offset < total else None
+            # No writer.drain(): the server's flow-control window already bounds what
+            # we queue, and drain() could block past the deadline on a dead socket.
+            self._flush()
+
+    def abandon(self, stream: _Stream) -> None:
+        """The caller gave up (cancelled): reset the stream and free its slot."""
+        if stream.done:
+            fut = stream.future
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # mark retrieved: nobody will await it any more
+            return
+        self._reset(stream.sid, CANCEL)
+        self._finish(stream, None)
+
+    def deadline_passed(self, stream: _Stream) -> None:
+        """Timer callback: the request's deadline passed before the response completed."""
+        stream.timer = None
+        if stream.done:
+            return
+        self.pool.transport.stats.timeouts += 1
+        self._reset(stream.sid, CANCEL)
+        self._finish(stream, httpx.ReadTimeout(
+            f"no complete response on stream {stream.sid} before the deadline; "
+            "stream reset, outcome unknown"))
+        # A silent server may mean a dead connection: verify it before reusing it.
+        if self.state is _READY:
+            self.health_check()
+
+    # ----------------------------------------------------------------- health
+
+    def health_check(self) -> None:
+        """Send a PING; new streams wait until it is answered, close if it isn't."""
+        if self.state is not _READY:
+            return
+        self.state = _CHECKING
+        payload = next(_ids).to_bytes(8, "big")
+        self._ping_payload = payload
+        try:
+            self.h2.ping(payload)
+        except h2.exceptions.ProtocolError:  # pragma: no cover - h2 already closed
+            self._close("cannot send PING", abort=True)
+            return
+        self._flush()
+        self._ping_timer = self.loop.call_later(
+            self.pool.transport._ping_timeout, self._ping_expired)
+
+    def _ping_expired(self) -> None:
+        self._ping_timer = None
+        self.pool.transport.stats.pings_failed += 1
+        self._close(f"PING not answered within {self.pool.transport._ping_timeout}s", abort=True)
+
+    def _on_ping_ack(self, ev: h2.events.PingAckReceived) -> None:
+        if self._ping_payload is None or ev.ping_data != self._ping_payload:
+            return
+        self._ping_payload = None
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        if self.state is _CHECKING:
+            self.state = _READY
+            self.pool.wake(self.max_streams - self.active)
+
+    # ----------------------------------------------------------------- I/O
+
+    def _flush(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            handle.cancel()
+            self._flush_handle = None
+        data = self.h2.data_to_send()
+        if data and self.state is not _CLOSED and self._writer is not None:
+            self._writer.write(data)
+            self._flush_gen += 1
+
+    async def _read_loop(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        h2c = self.h2
+        dispatch = self._dispatch
+        loop = self.loop
+        why = "connection closed by server"
+        try:
+            while True:
+                data = await reader.read(_READ_SIZE)
+                if not data:
+                    break
+                self.last_recv = loop.time()
+                # Empty h2's outbound buffer first: a GOAWAY in ``data`` makes h2
+                # discard whatever is still queued, and those bytes may be the rest
+                # of a request body the server is still willing to accept.
+                self._flush()
+                try:
+                    events = h2c.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    self._flush()  # h2 queued a GOAWAY for the peer
+                    why = f"HTTP/2 protocol error from server: {exc}"
+                    break
+                for ev in events:
+                    handler = dispatch.get(type(ev))
+                    if handler is not None:
+                        handler(ev)
+                if self.state is _CLOSED:
+                    return
+                self._flush()
+        except asyncio.CancelledError:
+            why = "connection closed"
+            raise
+        except Exception as exc:  # TLS errors, resets: all mean the connection is gone
+            why = f"connection lost: {type(exc).__name__}: {exc}"
+        finally:
+            self._close(why, abort=True)
+
+    # ----------------------------------------------------------------- h2 events
+
+    def _on_response(self, ev: h2.events.ResponseReceived) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if stream is None:
+            return
+        headers = stream.headers
+        for name, value in ev.headers:
+            if name[:1] == b":":
+                if name == b":status":
+                    stream.status = int(value)
+            else:
+                headers.append((name, value))
+
+    def _on_trailers(self, ev: h2.events.TrailersReceived) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if stream is not None:
+            stream.headers.extend((n, v) for n, v in ev.headers if n[:1] != b":")
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        # Give the window back immediately: we buffer whole (small) responses anyway,
+        # and a big response must never stall on an unacknowledged window.
+        if ev.flow_controlled_length:
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        stream = self.streams.get(ev.stream_id)
+        if stream is not None and ev.data:
+            stream.chunks.append(ev.data)
+
+    def _on_stream_ended(self, ev: h2.events.StreamEnded) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if stream is None:
+            return
+        if stream.body_offset is not None:
+            # Complete response before our body was done (e.g. 413): stop sending
+            # and close our side (RFC 9113 §8.1).
+            self._reset(stream.sid, NO_ERROR)
+        if not self.answered:
+            self.pool.connection_proven()
+        self.answered += 1
+        self._finish(stream, None)
+
+    def _on_stream_reset(self, ev: h2.events.StreamReset) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if ev.remote_reset:
+            self.pool.transport.stats.resets += 1
+        if stream is None:
+            return
+        if ev.error_code == REFUSED_STREAM:
+            self._finish(stream, _Unprocessed(f"stream {stream.sid} refused (REFUSED_STREAM)"))
+        else:
+            self._finish(stream, StreamReset(int(ev.error_code), stream_id=stream.sid,
+                                             goaway=self.goaway))
+
+    def _on_window_updated(self, ev: h2.events.WindowUpdated) -> None:
+        if self._blocked:
+            self._wake_blocked()
+
+    def _on_settings(self, ev: h2.events.RemoteSettingsChanged) -> None:
+        changed = ev.changed_settings
+        first = not self._settings_seen.done()
+        if first or h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+            old = self.max_streams
+            # The live value; may go below the number of open streams (APNs drops to 1):
+            # then no new stream is opened until enough have finished.
+            self.max_streams = self.h2.remote_settings.max_concurrent_streams
+            if self.state is _READY and self.max_streams > old:
+                self.pool.wake(self.max_streams - max(old, self.active))
+        if self._blocked and (h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed
+                              or h2.settings.SettingCodes.MAX_FRAME_SIZE in changed):
+            self._wake_blocked()
+        if first:
+            self._settings_seen.set_result(None)
+
+    def _on_goaway(self, ev: h2.events.ConnectionTerminated) -> None:
+        goaway = GoAway(int(ev.error_code) if ev.error_code is not None else 0,
+                        ev.last_stream_id if ev.last_stream_id is not None else 0,
+                        bytes(ev.additional_data or b""))
+        self.goaway = goaway
+        self.pool.transport.stats.goaways += 1
+        # A connection still being set up is not counted here: connect() fails and
+        # _Pool._open decides what its waiters get.
+        was_usable = self.state in (_READY, _CHECKING)
+        if self.state is not _CLOSED:
+            self.state = _DRAINING
+        if not self._settings_seen.done():
+            self._settings_seen.set_exception(ConnectFailed(
+                f"{self.pool.origin}: server sent {goaway.describe()} during connection setup",
+                goaway=goaway))
+        # Streams above last_stream_id were never processed: hand them back for resending.
+        for stream in [s for s in self.streams.values() if s.sid > goaway.last_stream_id]:
+            self._finish(stream, _Unprocessed(
+                f"stream {stream.sid} not processed ({goaway.describe()})", goaway))
+        if was_usable:
+            if not self.answered:
+                self.pool._note_failure()  # turned away before answering anything
+            self.pool.connection_unusable(self)
+        if not self.streams:
+            self._close("GOAWAY received and no streams left", abort=False)
+
+    def _on_pushed(self, ev: h2.events.PushedStreamReceived) -> None:  # pragma: no cover
+        if ev.pushed_stream_id is not None:  # we disabled push; refuse it if it comes anyway
+            self._reset(ev.pushed_stream_id, REFUSED_STREAM)
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def _reset(self, sid: int, code: int) -> None:
+        if self.state is _CLOSED:
+            return
+        try:
+            self.h2.reset_stream(sid, code)
+        except h2.exceptions.H2Error:
+            return  # already closed on the h2 side
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _finish(self, stream: _Stream, exc: BaseException | None) -> None:
+        if stream.done:
+            return
+        stream.done = True
+        del self.streams[stream.sid]
+        self.active -= 1
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
+        waiter = stream.window_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        fut = stream.future
+        if not fut.done():
+            if exc is None:
+                fut.set_result(stream)
+            else:
+                fut.set_exception(exc)
+        state = self.state
+        if state is _READY:
+            if self.active < self.max_streams and self.pool.waiters:
+                self.pool.wake(1)
+        elif state is _DRAINING and not self.streams:
+            self._close("drained", abort=False)
+
+    def _wake_blocked(self) -> None:
+        for stream in self._blocked:
+            waiter = stream.window_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._blocked.clear()
+
+    def _drain_locally(self, why: str) -> None:
+        log.debug("%r draining: %s", self, why)
+        was_usable = self.state in (_READY, _CHECKING)
+        self.state = _DRAINING
+        if was_usable:
+            self.pool.connection_unusable(self)
+        if not self.streams:
+            self._close(why, abort=False)
+
+    def _close(self, why: str, *, abort: bool) -> None:
+        """Close the socket and fail what is left: unwritten streams are resent,
+        written ones may have been processed."""
+        if self.state is _CLOSED:
+            return
+        # Only a connection that was taking streams frees a place worth waking a
+        # waiter for; a failed setup is reported by _Pool._open (no reconnect storm).
+        was_live = self.state in (_READY, _CHECKING)
+        if not abort:
+            self._flush()  # queued RST_STREAM / GOAWAY frames go out before the close
+        self.state = _CLOSED
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        writer = self._writer
+        if writer is not None:
+            if abort:
+                writer.transport.abort()
+            else:
+                writer.close()
+        goaway = self.goaway
+        if not self._settings_seen.done():
+            self._settings_seen.set_exception(ConnectFailed(
+                f"{self.pool.origin}: {why} during connection setup", goaway=goaway))
+            self._settings_seen.exception()  # connect() may already have given up on it
+        if goaway is not None:
+            why = f"{why} after {goaway.describe()}"
+        for stream in list(self.streams.values()):
+            if stream.gen >= self._flush_gen:
+                exc: BaseException = _Unprocessed(f"{why}; request was never written", goaway)
+            else:
+                exc = ConnectionLost(
+                    f"{why}: no response on stream {stream.sid}; the request may have been processed",
+                    goaway=goaway, stream_id=stream.sid)
+            self._finish(stream, exc)
+        self._wake_blocked()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.pool.remove(self, was_live)
+
+    async def aclose(self) -> None:
+        """Graceful close from our side: GOAWAY, then close the socket."""
+        connecting = self.connect_task
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+        if self.state is not _CLOSED and self._writer is not None:
+            try:
+                self.h2.close_connection()
+                self._flush()
+            except h2.exceptions.H2Error:
+                pass
+        writer = self._writer
+        self._close("transport closed", abort=False)
+        task = self._task
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if writer is not None:
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (Exception, asyncio.CancelledError):
+                writer.transport.abort()
+
+
+class _Pool:
+    """Connections to one origin, plus the FIFO of requests waiting for a stream slot."""
+
+    def __init__(self, transport: H2Transport, scheme: str, host: str, port: int) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        self.host = host
+        self.port = port
+        self.origin = f"{scheme}://{host}:{port}"
+        self.conns: list[_Connection] = []
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.closed = False
+        # After a failed connect, while other connections still work, wait before
+        # trying again: APNs treats rapid reconnects as abuse.
+        self._connect_backoff = 0.0
+        self._open_not_before = 0.0
+        self._retry_handle: asyncio.TimerHandle | None = None
+
+    def pick(self) -> _Connection | None:
+        """The least loaded ready connection with a free slot, PINGing stale ones first."""
+        best: _Connection | None = None
+        best_free = 0
+        now = 0.0
+        for conn in self.conns:
+            if conn.state is not _READY:
+                continue
+            free = conn.max_streams - conn.active
+            if free <= best_free:
+                continue
+            if not now:
+                now = self.loop.time()
+            if now - conn.last_recv > self.transport._ping_after_idle:
+                conn.health_check()  # a stale connection is verified before reuse
+                continue
+            best, best_free = conn, free
+        return best
+
+    async def acquire(self, deadline: float | None, front: bool) -> _Connection:
+        """Wait for a ready connection with a free stream slot.
+
+        The caller must open its stream before its next ``await`` (the slot is not
+        reserved). ``front`` queues ahead of the others (resends, re-waits).
+        """
+        if front or not self.waiters:
+            conn = self.pick()
+            if conn is not None:
+                return conn
+        loop = self.loop
+        while True:
+            if self.closed:
+                raise ConnectFailed(f"{self.origin}: transport closed")
+            self._maybe_open()
+            fut: asyncio.Future[None] = loop.create_future()
+            if front:
+                self.waiters.appendleft(fut)
+            else:
+                self.waiters.append(fut)
+            timer = loop.call_at(deadline, _expire_waiter, fut) if deadline is not None else None
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self.wake(1)  # we were woken but won't use the slot: pass it on
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            conn = self.pick()
+            if conn is not None:
+                return conn
+            front = True
+
+    def wake(self, n: int) -> None:
+        waiters = self.waiters
+        while n > 0 and waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+
+    def _maybe_open(self) -> None:
+        live = 0
+        for conn in self.conns:
+            state = conn.state
+            if state is _CONNECTING or state is _CHECKING:
+                return  # its outcome will wake waiters; don't open in parallel
+            if state is _READY:
+                live += 1
+        if live < self.transport._max_connections and not self.closed:
+            if live and self.loop.time() < self._open_not_before:
+                if self._retry_handle is None:
+                    self._retry_handle = self.loop.call_at(self._open_not_before, self._retry_open)
+                return
+            conn = _Connection(self)
+            self.conns.append(conn)
+            conn.connect_task = self.loop.create_task(self._open(conn), name=f"h2-connect-{conn.id}")
+
+    def _note_failure(self) -> None:
+        self._connect_backoff = min(max(0.5, 2 * self._connect_backoff), 10.0)
+        self._open_not_before = self.loop.time() + self._connect_backoff
+
+    def connection_proven(self) -> None:
+        # Only a connection that delivered a response resets the back-off: one that
+        # passes the handshake and then dies at once counts as a failed attempt.
+        self._connect_backoff = 0.0
+        self._open_not_before = 0.0
+
+    def _retry_open(self) -> None:
+        self._retry_handle = None
+        self.wake(1)  # that waiter re-evaluates and may open the connection now
+
+    async def _open(self, conn: _Connection) -> None:
+        stats = self.transport.stats
+        try:
+            await conn.connect()
+        except BaseException as exc:
+            stats.connect_failures += 1
+            self._note_failure()
+            self._connect_failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        stats.connections_opened += 1
+        # Wake one more than there are slots: that waiter may open another connection.
+        self.wake(conn.max_streams - conn.active + 1)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        if any(c.state in (_READY, _CHECKING, _CONNECTING) for c in self.conns):
+            self.wake(1)
+            return
+        # No connection at all: everyone waiting would fail the same way right now.
+        message = str(exc) if isinstance(exc, httpx.ConnectError) else f"{self.origin}: {exc!r}"
+        goaway = exc.goaway if isinstance(exc, ConnectFailed) else None
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(ConnectFailed(message, goaway=goaway))
+
+    def connection_unusable(self, conn: _Connection) -> None:
+        # Its place in max_connections is free: let a waiter open a replacement.
+        self.wake(1)
+
+    def remove(self, conn: _Connection, was_live: bool) -> None:
+        try:
+            self.conns.remove(conn)
+        except ValueError:
+            pass
+        if was_live and not conn.answered:
+            self._note_failure()
+        if was_live:
+            self.wake(1)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(ConnectFailed(f"{self.origin}: transport closed"))
+        await asyncio.gather(*(c.aclose() for c in list(self.conns)), return_exceptions=True)
+
+
+def _expire_waiter(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(httpx.PoolTimeout(
+            "no connection or stream slot before the deadline; the request was not sent"))
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class H2Transport(httpx.AsyncBaseTransport):
+    """An httpx async transport speaking HTTP/2 over TLS with exact resend semantics.
+
+    ``ssl_context`` is used as given (client certificate, private CA...); its ALPN
+    protocols are set to ``["h2"]``. Verification must be on.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        max_connections: int = 2,
+        connect_timeout: float = 10.0,
+        max_resends: int = 3,
+        ping_after_idle: float = 60.0,
+        ping_timeout: float = 5.0,
+    ) -> None:
+        if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
+            raise ValueError("H2Transport requires an ssl_context that verifies the server "
+                             "certificate and host name")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if max_resends < 0:
+            raise ValueError("max_resends must be >= 0")
+        ssl_context.set_alpn_protocols(["h2"])
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._max_resends = max_resends
+        self._ping_after_idle = ping_after_idle
+        self._ping_timeout = ping_timeout
+        self._pools: dict[tuple[bytes, bytes, int | None], _Pool] = {}
+        self._closed = False
+        self.stats = TransportStats()
+
+    def __repr__(self) -> str:
+        conns = [c for p in self._pools.values() for c in p.conns]
+        streams = sum(c.active for c in conns)
+        waiting = sum(len(p.waiters) for p in self._pools.values())
+        state = "closed" if self._closed else "open"
+        return (f"<H2Transport {state} connections={len(conns)} streams={streams} "
+                f"waiting={waiting} {conns!r}>")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("H2Transport is closed")
+        url = request.url
+        pool = self._pools.get((url.raw_scheme, url.raw_host, url.port))
+        if pool is None:
+            pool = self._new_pool(url)
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()  # streaming body: buffered so it can be resent
+        headers = self._headers(request)
+        read_timeout = pool_timeout = None
+        timeouts = request.extensions.get("timeout")
+        if timeouts:
+            read_timeout = timeouts.get("read")
+            pool_timeout = timeouts.get("pool")
+        loop = pool.loop
+        resends = 0
+        front = False
+        read_deadline: float | None = None
+        try:
+            while True:
+                now = loop.time()
+                deadline = None if pool_timeout is None else now + pool_timeout
+                if read_deadline is not None:
+                    if read_deadline <= now:  # only possible before a resend
+                        raise httpx.PoolTimeout(
+                            "deadline passed before the request could be resent; "
+                            "it was not processed")
+                    if deadline is None or read_deadline < deadline:
+                        deadline = read_deadline
+                conn = await pool.acquire(deadline, front)
+                stream = conn.start(headers, body)
+                if stream is None:
+                    front = True
+                    continue
+                if read_timeout is not None:
+                    if read_deadline is None:
+                        # One deadline across resends: a resend must not extend the wait.
+                        read_deadline = loop.time() + read_timeout
+                    stream.timer = loop.call_at(read_deadline, conn.deadline_passed, stream)
+                try:
+                    if stream.body_offset is not None:
+                        await conn.send_body(stream, body)
+                    await stream.future
+                except _Unprocessed as exc:
+                    resends += 1
+                    if resends > self._max_resends:
+                        raise ResendLimitExceeded(
+                            f"request not processed by the server ({exc.why}); gave up after "
+                            f"{self._max_resends} resends", request=request,
+                            goaway=exc.goaway, resends=resends - 1) from exc
+                    self.stats.resends += 1
+                    front = True
+                    continue
+                except BaseException:
+                    conn.abandon(stream)
+                    raise
+                chunks = stream.chunks
+                content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return httpx.Response(
+                    stream.status,
+                    headers=stream.headers,
+                    content=content,
+                    request=request,
+                    extensions={"http_version": b"HTTP/2", "stream_id": stream.sid,
+                                "resends": resends},
+                )
+        except httpx.RequestError as exc:
+            try:
+                exc.request
+            except RuntimeError:
+                exc.request = request
+            raise
+
+    def _new_pool(self, url: httpx.URL) -> _Pool:
+        if url.scheme != "https":
+            raise httpx.UnsupportedProtocol(f"H2Transport only speaks https, not {url.scheme!r}")
+        port = url.port or 443
+        pool = _Pool(self, url.scheme, url.host, port)
+        self._pools[(url.raw_scheme, url.raw_host, url.port)] = pool
+        return pool
+
+    @staticmethod
+    def _headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
+        """HTTP/2 request headers, validated and normalised here once (h2's own pass is off)."""
+        url = request.url
+        authority = request.headers.get("host")
+        if authority is None:
+            authority = url.netloc.decode("ascii")
+        headers: list[tuple[bytes, bytes]] = [
+            (b":method", request.method.encode("ascii")),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode("ascii")),
+            NeverIndexedHeaderTuple(b":path", url.raw_path),
+        ]
+        for name, value in request.headers.raw:
+            name = name.lower()
+            if name in _SKIP_HEADERS or (name == b"te" and value.lower() != b"trailers"):
+                continue
+            value = value.strip()
+            if not name or _BAD_NAME(name) is not None or _BAD_VALUE(value) is not None:
+                raise httpx.LocalProtocolError(f"invalid header for HTTP/2: {name!r}")
+            if name in _NEVER_INDEXED:
+                headers.append(NeverIndexedHeaderTuple(name, value))
+            else:
+                headers.append((name, value))
+        return headers
+
+    async def aclose(self) -> None:
+        """Send GOAWAY on every connection, close the sockets, fail anything pending."""
+        if self._closed:
+            return
+        self._closed = True
+        pools = list(self._pools.values())
+        self._pools.clear()
+        await asyncio.gather(*(p.aclose() for p in pools), return_exceptions=True)

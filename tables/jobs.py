@@ -1,0 +1,295 @@
+"""SQL for the scheduled jobs (``jobs/``): job_run bookkeeping, the SQLite job lock,
+the opt-out chunk statements and the cleanup purges.
+
+Like ``tables.store``, every function takes an open ``Connection`` and works
+inside the caller's transaction (nothing here commits): the jobs decide where a
+transaction ends, which is what makes them chunked and resumable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from push.outcomes import FailureReason, FailureType
+from push.qualification import MAX_OCCURRENCES
+from push.quarantine import QuarantineStatus
+from tables.models import (
+    AppSubscription,
+    DeliveryLog,
+    ExclusionLog,
+    JobLock,
+    JobRun,
+    JobStatus,
+    LogStatus,
+    QualificationRuleRow,
+    Quarantine,
+)
+from tables.store import _insert
+from tables.types import as_utc
+
+SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
+QUAR = Quarantine.__table__  # type: ignore[attr-defined]
+DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
+EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
+RULE = QualificationRuleRow.__table__  # type: ignore[attr-defined]
+RUN = JobRun.__table__  # type: ignore[attr-defined]
+LOCK = JobLock.__table__  # type: ignore[attr-defined]
+
+# Pass-through type: a timestamp read this way comes back exactly as stored
+# (text on SQLite, timestamptz on PostgreSQL) and binds back unchanged. Keyset
+# pagination compares against these raw values, so a row written with another
+# text format (e.g. a raw-SQL insert relying on CURRENT_TIMESTAMP) can never
+# fall between two chunks.
+_RAW = sa.types.NullType()
+
+
+def _raw(column: Any) -> Any:
+    return sa.type_coerce(column, _RAW)
+
+
+def _raw_value(value: Any) -> Any:
+    return sa.literal(value, _RAW)
+
+
+def _as_datetime(raw: Any) -> datetime:
+    return as_utc(raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw)))
+
+
+# --------------------------------------------------------------------------- job_run
+
+
+def start_run(conn: Connection, job: str, started_at: datetime) -> int:
+    stmt = sa.insert(RUN).values(job=job, started_at=started_at, status=JobStatus.RUNNING.value).returning(RUN.c.id)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def finish_run(
+    conn: Connection,
+    run_id: int,
+    *,
+    status: JobStatus,
+    finished_at: datetime,
+    rows_examined: int,
+    rows_changed: int,
+    error: str | None = None,
+    watermark: datetime | None = None,
+) -> None:
+    conn.execute(
+        sa.update(RUN)
+        .where(RUN.c.id == run_id)
+        .values(
+            status=status.value,
+            finished_at=finished_at,
+            rows_examined=rows_examined,
+            rows_changed=rows_changed,
+            error=error,
+            watermark=watermark,
+        )
+    )
+
+
+def last_ok_watermark(conn: Connection, job: str) -> datetime | None:
+    """Watermark of the latest successful run of ``job`` that recorded one."""
+    stmt = (
+        sa.select(RUN.c.watermark)
+        .where(RUN.c.job == job, RUN.c.status == JobStatus.OK.value, RUN.c.watermark.is_not(None))
+        .order_by(RUN.c.started_at.desc(), RUN.c.id.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def last_ok_start(conn: Connection, job: str) -> datetime | None:
+    stmt = sa.select(sa.func.max(RUN.c.started_at)).where(RUN.c.job == job, RUN.c.status == JobStatus.OK.value)
+    value = conn.execute(stmt).scalar_one_or_none()
+    # max() loses the column type on some backends; normalise to aware UTC.
+    return None if value is None else _as_datetime(value)
+
+
+def abandon_running(conn: Connection, job: str, now: datetime, reason: str) -> int:
+    """Close ``running`` rows left by a process that died mid-run (call under the job lock)."""
+    stmt = (
+        sa.update(RUN)
+        .where(RUN.c.job == job, RUN.c.status == JobStatus.RUNNING.value)
+        .values(status=JobStatus.ERROR.value, finished_at=now, error=reason)
+    )
+    return max(conn.execute(stmt).rowcount, 0)
+
+
+# --------------------------------------------------------------------------- job lock (SQLite)
+
+
+def take_lock_row(conn: Connection, job: str, holder: str, now: datetime, expires_at: datetime) -> bool:
+    """Insert the lock row, or take it over if it has expired. True when we hold it."""
+    ins = _insert(conn, LOCK).values(job=job, holder=holder, acquired_at=now, expires_at=expires_at)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["job"],
+        set_={"holder": ins.excluded.holder, "acquired_at": ins.excluded.acquired_at,
+              "expires_at": ins.excluded.expires_at},
+        where=LOCK.c.expires_at < now,
+    ).returning(LOCK.c.holder)
+    return conn.execute(stmt).scalar_one_or_none() == holder
+
+
+def refresh_lock_row(conn: Connection, job: str, holder: str, expires_at: datetime) -> bool:
+    """Extend our lock; False when it is no longer ours (it expired and was taken over)."""
+    stmt = sa.update(LOCK).where(LOCK.c.job == job, LOCK.c.holder == holder).values(expires_at=expires_at)
+    return conn.execute(stmt).rowcount == 1
+
+
+def release_lock_row(conn: Connection, job: str, holder: str) -> None:
+    conn.execute(sa.delete(LOCK).where(LOCK.c.job == job, LOCK.c.holder == holder))
+
+
+# --------------------------------------------------------------------------- opt-out
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineKey:
+    """Keyset position in quarantine ``(updated_at, id)`` order; ``raw`` is the stored value."""
+
+    raw: Any
+    id: int
+
+    @property
+    def updated_at(self) -> datetime:
+        return _as_datetime(self.raw)
+
+
+def _unregistered(q: Any, since: datetime | None) -> list[Any]:
+    """Quarantine rows that declare the token unregistered / no longer valid.
+
+    ``status = 'quarantine'`` matters: a released row keeps its last failure
+    fields as history, and an operator's release must not be undone here.
+    """
+    where = [
+        q.c.status == QuarantineStatus.QUARANTINE.value,
+        q.c.failure_type == FailureType.HARD.value,
+        q.c.failure_reason == int(FailureReason.USER_UNKNOWN),
+    ]
+    if since is not None:
+        where.append(q.c.updated_at > since)
+    return where
+
+
+def _after(q: Any, key: QuarantineKey) -> Any:
+    # ``updated_at >= t`` first, so (status, updated_at) index range scans apply.
+    t, updated = _raw_value(key.raw), _raw(q.c.updated_at)
+    return sa.and_(updated >= t, sa.or_(updated > t, q.c.id > key.id))
+
+
+def _up_to(q: Any, key: QuarantineKey) -> Any:
+    t, updated = _raw_value(key.raw), _raw(q.c.updated_at)
+    return sa.and_(updated <= t, sa.or_(updated < t, q.c.id <= key.id))
+
+
+def unregistered_chunk(
+    conn: Connection, since: datetime | None, after: QuarantineKey | None, limit: int
+) -> list[QuarantineKey]:
+    """The next ``limit`` unregistered-token quarantine rows after ``after``, in keyset order."""
+    where = _unregistered(QUAR, since)
+    if after is not None:
+        where.append(_after(QUAR, after))
+    stmt = (
+        sa.select(_raw(QUAR.c.updated_at), QUAR.c.id)
+        .where(*where)
+        .order_by(QUAR.c.updated_at, QUAR.c.id)
+        .limit(limit)
+    )
+    return [QuarantineKey(raw, int(qid)) for raw, qid in conn.execute(stmt)]
+
+
+def disable_unregistered(
+    conn: Connection, since: datetime | None, after: QuarantineKey | None, last: QuarantineKey, now: datetime
+) -> list[Any]:
+    """Disable the enabled subscriptions of the quarantine rows in ``(after, last]``.
+
+    One set-based ``UPDATE … FROM quarantine`` (both backends). The APNs 410 rule
+    sits in the join condition on the *target* row, so on PostgreSQL a token
+    re-registered concurrently is re-checked after the row lock (EvalPlanQual)
+    instead of being disabled from a stale read. Returns the disabled rows
+    (id, platform, app, token, disabled_at).
+    """
+    q = QUAR.alias("q")
+    where = _unregistered(q, since)
+    if after is not None:
+        where.append(_after(q, after))
+    where += [
+        _up_to(q, last),
+        SUBS.c.platform == q.c.platform,
+        SUBS.c.app == q.c.app,
+        SUBS.c.token == q.c.token,
+        SUBS.c.disabled == sa.false(),
+        # 410 rule: an invalidation older than the latest registration is stale.
+        sa.or_(q.c.provider_timestamp.is_(None), q.c.provider_timestamp >= SUBS.c.registered_at),
+    ]
+    stmt = (
+        sa.update(SUBS)
+        .where(*where)
+        .values(disabled=True, disabled_at=now, disabled_reason=int(FailureReason.USER_UNKNOWN), updated_at=now)
+        .returning(SUBS.c.id, SUBS.c.platform, SUBS.c.app, SUBS.c.token, SUBS.c.disabled_at)
+    )
+    return list(conn.execute(stmt))
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+PURGEABLE_LOG_STATUSES: tuple[str, ...] = tuple(
+    s.value for s in LogStatus if s not in (LogStatus.PENDING, LogStatus.RETRY_PENDING)
+)
+
+
+def count_with_errors_before(conn: Connection, cutoff: datetime) -> int:
+    """How many ``with_errors`` rows ``store.cleanup_quarantine`` will look at."""
+    stmt = sa.select(sa.func.count()).select_from(QUAR).where(
+        QUAR.c.status == QuarantineStatus.WITH_ERRORS.value, QUAR.c.last_error_at < cutoff
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def purge_delivery_logs(conn: Connection, cutoff: datetime, after_id: int, limit: int) -> list[int]:
+    """Delete up to ``limit`` finished delivery_log rows created before ``cutoff``
+    with ``id > after_id``; returns their ids.
+
+    Walks the primary key rather than ``created_at`` (not indexed): ids grow with
+    time, so each chunk reads only the rows after the previous one.
+    """
+    ids = (
+        sa.select(DLOG.c.id)
+        .where(DLOG.c.id > after_id, DLOG.c.created_at < cutoff, DLOG.c.status.in_(PURGEABLE_LOG_STATUSES))
+        .order_by(DLOG.c.id)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    stmt = sa.delete(DLOG).where(DLOG.c.id.in_(ids)).returning(DLOG.c.id)
+    return [int(i) for i in conn.execute(stmt).scalars()]
+
+
+def purge_exclusion_logs(
+    conn: Connection, cutoff: datetime, after: tuple[Any, int] | None, limit: int
+) -> list[tuple[Any, int]]:
+    """Delete up to ``limit`` exclusion_log rows created before ``cutoff``, in
+    ``(created_at, id)`` order after ``after`` (uses ix_exclusion_log_created_at).
+    Returns the deleted rows' raw ``(created_at, id)`` keys."""
+    where = [EXCL.c.created_at < cutoff]
+    if after is not None:
+        t, created = _raw_value(after[0]), _raw(EXCL.c.created_at)
+        where.append(sa.and_(created >= t, sa.or_(created > t, EXCL.c.id > after[1])))
+    ids = (
+        sa.select(EXCL.c.id).where(*where).order_by(EXCL.c.created_at, EXCL.c.id).limit(limit).scalar_subquery()
+    )
+    stmt = sa.delete(EXCL).where(EXCL.c.id.in_(ids)).returning(_raw(EXCL.c.created_at), EXCL.c.id)
+    # Raw values compare like the database orders them (text on SQLite, timestamptz on PostgreSQL).
+    return sorted((raw, int(i)) for raw, i in conn.execute(stmt))
+
+
+def cap_rule_occurrences(conn: Connection, now: datetime, cap: int = MAX_OCCURRENCES) -> int:
+    """Bring ``qualification_rule.occurrences`` back under the seed's 100,000 cap."""
+    stmt = sa.update(RULE).where(RULE.c.occurrences > cap).values(occurrences=cap, updated_at=now)
+    return max(conn.execute(stmt).rowcount, 0)
