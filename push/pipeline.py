@@ -323,13 +323,12 @@ class Pipeline:
     def record_effects(self, conn: Any, items: list[tuple[Notification, Outcome]], now: datetime) -> int:
         """Quarantine transitions and qualification-rule counts for recorded outcomes."""
         by_key: dict[Key, list[Outcome]] = defaultdict(list)
-        rules: list[dict[str, Any]] = []
+        rules: list[tuple[str, str, str]] = []
         for n, out in items:
             if out.ok or out.failure_type is not None:
                 by_key[(n.platform, n.app, n.token or "")].append(out)
             if not out.ok and out.error_text:
-                rules.append({"provider": n.platform, "normalized_text": out.error_text,
-                              "first_text": out.raw_error_text or out.error_text})
+                rules.append((n.platform, out.error_text, out.raw_error_text or out.error_text))
         entered = store.apply_quarantine(conn, by_key, now=now, policy=self._policy) if by_key else 0
         if rules:
             store.bump_qualification_rules(conn, rules, now=now)

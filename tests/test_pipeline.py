@@ -271,3 +271,11 @@ def test_dict_notifications_are_accepted(engine, cfg, clock):
     rep = run([{"token": ok_apns_token(1), "platform": "apns", "app": APP, "title": "t"}], cfg, engine, clock,
               senders(), "dicts")
     assert rep.sent == 1
+
+
+def test_failures_feed_qualification_rules(engine, cfg, clock):
+    run([N(apns_token("bad_device_token", i)) for i in range(3)], cfg, engine, clock, senders(), "rules")
+    with engine.connect() as c:
+        rules = store.load_qualification_rules(c, provider="apns")
+    rule = rules[("apns", "APNs 400 BadDeviceToken")]
+    assert rule.occurrences == 3 and rule.first_text == "APNs 400 BadDeviceToken"
