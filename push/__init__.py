@@ -7,9 +7,11 @@ from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeRule, OutcomeTable
 from push.outcomes import Action, FailureReason, FailureType, Outcome, Scope
 from push.pipeline import DeliveryReport, asend_batch, read_report, send_batch
+from push.registry import denylist_profile, register_tokens, remove_from_denylist
 
 __all__ = [
     "Action", "ConfigError", "DEFAULT_TABLE", "DeliveryReport", "FailureReason", "FailureType", "Notification",
     "Outcome", "OutcomeRule", "OutcomeTable", "PushConfig", "PushError", "Scope", "StorageError", "TransportError",
-    "ValidationError", "asend_batch", "classify", "read_report", "send_batch",
+    "ValidationError", "asend_batch", "classify", "denylist_profile", "read_report", "register_tokens",
+    "remove_from_denylist", "send_batch",
 ]
