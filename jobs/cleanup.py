@@ -16,8 +16,6 @@ flag is honoured between chunks and steps.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
-
 from sqlalchemy.engine import Engine
 
 from jobs.common import JobResult, Progress, StopFlag, recorded, should_stop
@@ -60,24 +58,20 @@ def run_cleanup(
 
         retention_cutoff = now - timedelta(days=config.log_retention_days)
         progress.details.setdefault("delivery_logs_purged", 0)
-        after_id = 0
-        while not _stopping(stop, progress):
+        after_id: int | None = 0
+        while after_id is not None and not _stopping(stop, progress):
             with engine.begin() as conn:
-                ids = jt.purge_delivery_logs(conn, retention_cutoff, after_id, chunk_size)
-            progress.add("delivery_logs_purged", examined=len(ids), changed=len(ids))
-            if len(ids) < chunk_size:
-                break
-            after_id = max(ids)
+                deleted, after_id = jt.purge_delivery_logs(conn, retention_cutoff, after_id, chunk_size)
+            progress.add("delivery_logs_purged", examined=deleted, changed=deleted)
 
         progress.details.setdefault("exclusion_logs_purged", 0)
-        after: tuple[Any, int] | None = None
+        after: jt.Keyset | None = None
         while not _stopping(stop, progress):
             with engine.begin() as conn:
-                keys = jt.purge_exclusion_logs(conn, retention_cutoff, after, chunk_size)
-            progress.add("exclusion_logs_purged", examined=len(keys), changed=len(keys))
-            if len(keys) < chunk_size:
+                deleted, after = jt.purge_exclusion_logs(conn, retention_cutoff, after, chunk_size)
+            progress.add("exclusion_logs_purged", examined=deleted, changed=deleted)
+            if after is None:
                 break
-            after = keys[-1]
 
     return recorded(engine, JOB, clock, body)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -67,6 +67,13 @@ class JobResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO 8601 text."""
+        return {
+            k: v.isoformat() if isinstance(v, datetime) else dict(v) if isinstance(v, dict) else v
+            for k, v in asdict(self).items()
+        }
 
     def summary(self) -> str:
         """The one log line per run."""

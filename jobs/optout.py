@@ -4,8 +4,9 @@ Subscriptions whose token was declared unregistered / no longer valid - a
 ``quarantine`` row in status ``quarantine`` with failure type ``hard`` and
 reason 1 (user unknown) - get ``disabled = true``, ``disabled_at``,
 ``disabled_reason = 1`` and one ``exclusion_log`` row (source ``opt_out_job``).
-An APNs invalidation older than the token's latest registration is stale: the
-app registered the token again after Apple's timestamp, so it stays enabled.
+An invalidation older than the token's latest registration is stale - the app
+registered the token again after Apple's 410 timestamp (or, for answers without
+a timestamp such as FCM's, after we recorded the failure) - so it stays enabled.
 
 Incremental: only quarantine rows updated after the last successful run's
 watermark (minus ``overlap``, for clock skew and late commits) are examined.
@@ -66,7 +67,7 @@ def run_optout(
         since = None if previous is None else previous - overlap
         progress.watermark = previous
         progress.details["chunks"] = 0
-        after: jt.QuarantineKey | None = None
+        after: jt.Keyset | None = None
         while True:
             if should_stop(stop):
                 progress.stopped = True
@@ -82,7 +83,7 @@ def run_optout(
             progress.examined += len(keys)
             progress.changed += len(disabled)
             progress.details["chunks"] += 1
-            progress.watermark = _later(previous, after.updated_at)
+            progress.watermark = _later(previous, after.at)
             if len(keys) < chunk_size:
                 break
         # Everything updated before this run started has been examined.

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from push.clock import Clock, utc
 from push.config import PushConfig
 from push.notification import Notification
+from jobs.common import StopFlag
 from push.pipeline import Pipeline, Sender, load_table
 from push.errors import ValidationError
 from tables import delivery as dq
@@ -31,20 +32,23 @@ class RetryResult:
 
 
 async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clients: Mapping[str, Sender] | None = None,
-                      limit: int = 100_000) -> RetryResult:
-    """One pass: due rows are resent through the normal clients; rows past their expiry become ``failed``."""
+                      limit: int = 100_000, stop: StopFlag | None = None) -> RetryResult:
+    """One pass: rows due when the pass starts are resent through the normal clients, each at most once;
+    rows past their expiry become ``failed``. ``stop`` is checked between chunks."""
     table = load_table(config)
     pipe = Pipeline(config, engine, clock=clock, table=table, clients=clients)
     result = RetryResult()
     try:
         await pipe.load_rules()
         done = 0
-        while done < limit:
-            now = clock.now()
-            rows = await pipe.db(_due, engine, now, min(config.chunk_size, limit - done))
+        last_id = 0
+        now = clock.now()  # once per pass: a row rescheduled to "now" waits for the next pass
+        while done < limit and not (stop is not None and stop.is_set()):
+            rows = await pipe.db(_due, engine, now, min(config.chunk_size, limit - done), last_id)
             if not rows:
                 break
             done += len(rows)
+            last_id = rows[-1].id
             result.examined += len(rows)
             jobs, expired = [], []
             for r in rows:
@@ -91,9 +95,9 @@ def n_placeholder(row: Any) -> Notification:
     return Notification(token=None, platform=row.platform, app=row.app)
 
 
-def _due(engine: Engine, now: datetime, limit: int) -> list[Any]:
+def _due(engine: Engine, now: datetime, limit: int, after_id: int) -> list[Any]:
     with engine.connect() as conn:
-        return dq.due_retries(conn, now, limit)
+        return dq.due_retries(conn, now, limit, after_id)
 
 
 def _launch(engine: Engine, ids: list[int]) -> None:

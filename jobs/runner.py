@@ -53,24 +53,16 @@ def run_retry_job(
     clients: Mapping[str, Sender] | None = None,
     stop: StopFlag | None = None,
 ) -> JobResult:
-    """The retry runner as a recorded job: ``jobs.retry.run_retries`` in passes of
-    ``config.chunk_size`` rows, so a stop request takes effect between passes."""
+    """The retry runner as a recorded job: one ``jobs.retry.run_retries`` pass over the rows due
+    now; a stop request takes effect between chunks."""
 
     def body(progress: Progress) -> None:
-        async def passes() -> None:
-            while True:
-                r = await run_retries(engine, config, clock, clients=clients, limit=config.chunk_size)
-                progress.examined += r.examined
-                progress.changed += r.changed
-                for name in ("sent", "failed", "rescheduled", "expired"):
-                    progress.details[name] = progress.details.get(name, 0) + getattr(r, name)
-                if r.examined < config.chunk_size or progress.examined >= RETRY_RUN_LIMIT:
-                    return
-                if should_stop(stop):
-                    progress.stopped = True
-                    return
-
-        asyncio.run(passes())
+        r = asyncio.run(run_retries(engine, config, clock, clients=clients, limit=RETRY_RUN_LIMIT, stop=stop))
+        progress.examined += r.examined
+        progress.changed += r.changed
+        for name in ("sent", "failed", "rescheduled", "expired"):
+            progress.details[name] = progress.details.get(name, 0) + getattr(r, name)
+        progress.stopped = should_stop(stop)
 
     return recorded(engine, RETRY_JOB, clock, body)
 

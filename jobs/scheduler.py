@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-immediately", action="store_true", help="run every job once at start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # our own per-run lines say more
+    for noisy in ("apscheduler", "alembic"):  # our own per-run lines say more
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = PushConfig.from_env()
         return run_scheduler(config, run_immediately=args.run_immediately)

@@ -96,8 +96,8 @@ def _fcm(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now
                         provider_id=name if isinstance(name, str) else None)
     err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):
-        key = f"fcm:{_status_class(status)}:no_fcm_error" if status >= 500 else "fcm:non_json"
-        if doc is not None and status < 500:  # JSON, but not google.rpc.Status
+        key = "fcm:5xx:no_fcm_error" if 500 <= status < 600 else "fcm:non_json"
+        if doc is not None and not 500 <= status < 600:  # JSON, but not google.rpc.Status
             key = _fcm_status_key(table, status)
         text = f"FCM {status} {_snippet(raw) or 'empty body'}"
         return _outcome(table[key], text, status=status, reason=None, hdrs=hdrs, now=now)

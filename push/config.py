@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -47,6 +48,8 @@ class PushConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(env_name(f.name), f"{value} is not a finite number")
             lo, hi = f.metadata.get("min"), f.metadata.get("max")
             if lo is not None and value < lo:
                 raise ConfigError(env_name(f.name), f"{value} is below the minimum {lo}")

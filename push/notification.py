@@ -27,6 +27,8 @@ _HEX = re.compile(r"[0-9a-fA-F]{16,400}")
 _FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{8,4096}")
 _FCM_RESERVED = ("from", "message_type")
 _PRIORITIES = ("high", "normal")
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,14 @@ class Notification:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValidationError(name, f"must be a string, not {type(value).__name__}")
+        if not isinstance(self.push_type, str):  # stored with every notification, even FCM ones
+            raise ValidationError("push_type", f"must be a string, not {type(self.push_type).__name__}")
+        for name in ("app", "profile_id", "title", "body", "collapse_id"):
+            _require_utf8(name, getattr(self, name))
+        for name in ("app", "profile_id"):  # stored in text columns; PostgreSQL refuses NUL
+            value = getattr(self, name)
+            if value is not None and _CONTROL.search(value):
+                raise ValidationError(name, "must not contain control characters")
         if not isinstance(self.data, Mapping):
             raise ValidationError("data", f"must be a mapping, not {type(self.data).__name__}")
         if self.payload is not None and not isinstance(self.payload, Mapping):
@@ -94,6 +104,11 @@ class Notification:
                                   f"one of {', '.join(sorted(APNS_PUSH_TYPES))}")
         if self.collapse_id is not None and len(self.collapse_id.encode()) > 64:
             raise ValidationError("collapse_id", "is longer than 64 bytes", limit=64)
+        # Both travel as HTTP/2 header values (apns-topic, apns-collapse-id).
+        for name in ("app", "collapse_id"):
+            value = getattr(self, name)
+            if value is not None and not _HEADER_SAFE.fullmatch(value):
+                raise ValidationError(name, "must be printable ASCII for APNs (it is sent as an HTTP header)")
         if self.push_type == "background" and self.priority == "high":
             # Apple: background pushes must use priority 5; 10 is an error.
             object.__setattr__(self, "priority", "normal")
@@ -111,6 +126,7 @@ class Notification:
                                       "google*, gcm*)")
             if not isinstance(value, str):
                 raise ValidationError(f"data.{key}", f"FCM data values must be strings, not {type(value).__name__}")
+        _require_json("data", self.data)
         if self.payload is not None:
             _require_json("payload", self.payload)
 
@@ -178,7 +194,7 @@ class Notification:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
-            raise ValidationError(sorted(unknown)[0], f"unknown field; known fields: {', '.join(sorted(known))}")
+            raise ValidationError(sorted(map(str, unknown))[0], f"unknown field; known fields: {', '.join(sorted(known))}")
         kw = dict(d)
         for req in ("platform", "app"):
             if req not in kw:
@@ -209,8 +225,26 @@ class Notification:
         return cls.from_dict(d, check_expiration=check_expiration)
 
 
+def mask_token(token: str | None) -> str:
+    """A device token as it may appear in a log line: its first 6 and last 4 characters."""
+    if not token:
+        return "<no token>"
+    if len(token) <= 16:
+        return "*" * len(token)
+    return f"{token[:6]}…{token[-4:]}"
+
+
 def _require_json(name: str, value: Any) -> None:
+    # As it is sent: UTF-8 JSON (no lone surrogates), and standard JSON (no NaN / Infinity).
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(name, f"must be JSON-serializable: {exc}") from None
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ValidationError(name, f"must be JSON-serializable as UTF-8: {exc}") from None
+
+
+def _require_utf8(name: str, value: str | None) -> None:
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(name, "is not valid text (lone surrogate characters cannot be sent)") from None

@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
@@ -489,6 +489,17 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         await pipe.db(upgrade, engine)
         await pipe.load_rules()
 
+        def _check(chunk: list[tuple[int, Notification]]) -> list[tuple[int, Notification]]:
+            for _, n in chunk:
+                if n.token:
+                    pipe.client(n.platform)  # fail fast on a missing setting, before anything of this chunk is written
+            return chunk
+
+        # The first chunk is read and checked before the delivery row is written: bad input or a
+        # missing setting there leaves nothing behind (not even an empty delivery that looks resumable).
+        chunks = _chunks(notifications, config.chunk_size)
+        first = [_check(c) for c in islice(chunks, 1)]
+
         def _start() -> bool:
             with engine.begin() as conn:
                 return dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
@@ -500,10 +511,8 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         async def launch(refs: list[Any]) -> None:
             await pipe.db(d.launch, refs)
 
-        for chunk in _chunks(notifications, config.chunk_size):
-            for _, n in chunk:
-                if n.token:
-                    pipe.client(n.platform)  # fail fast on a missing setting, before anything of this chunk is written
+        for chunk in chain(first, chunks):
+            _check(chunk)
             to_send = await pipe.db(d.analyse, chunk)
             await pipe.send_many(to_send, launch, d.record)
 

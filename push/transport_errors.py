@@ -16,6 +16,10 @@ def outcome_for_transport_error(provider: str, exc: BaseException, table: Outcom
     failures, pool timeouts and exhausted resends provably were not. Both take
     the table's retry rule; the error text says which it was.
     """
+    if isinstance(exc, httpx.LocalProtocolError):
+        # Refused by our own HTTP/2 layer before anything was written (e.g. CR/LF in a header value):
+        # our request is malformed, the device and the connection are fine.
+        return classify(provider, error="invalid_content", detail=f"not sent; {exc}"[:200], table=table)  # type: ignore[arg-type]
     unsent = isinstance(exc, (httpx.ConnectError, httpx.PoolTimeout)) or (
         getattr(exc, "may_have_been_processed", True) is False)
     name = "timeout" if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.PoolTimeout) else "connection_lost"

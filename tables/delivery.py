@@ -118,11 +118,13 @@ def add_quarantined_after(conn: Connection, delivery_id: str, n: int) -> None:
                      .values(quarantined_after_delivery=DELIV.c.quarantined_after_delivery + n))
 
 
-def due_retries(conn: Connection, now: datetime, limit: int) -> list[Any]:
+def due_retries(conn: Connection, now: datetime, limit: int, after_id: int = 0) -> list[Any]:
+    """Retry rows due at ``now``, in id order after ``after_id``: one pass sees each row once,
+    even if it is rescheduled to a time that is already due."""
     return list(conn.execute(
         sa.select(DLOG.c.id, DLOG.c.delivery_id, DLOG.c.seq, DLOG.c.payload, DLOG.c.attempts, DLOG.c.expires_at,
                   DLOG.c.token, DLOG.c.platform, DLOG.c.app)
-        .where(DLOG.c.status == LogStatus.RETRY_PENDING.value, DLOG.c.next_retry_at <= now)
-        .order_by(DLOG.c.next_retry_at, DLOG.c.id)
+        .where(DLOG.c.status == LogStatus.RETRY_PENDING.value, DLOG.c.next_retry_at <= now, DLOG.c.id > after_id)
+        .order_by(DLOG.c.id)
         .limit(limit)
     ))

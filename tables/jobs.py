@@ -150,15 +150,26 @@ def release_lock_row(conn: Connection, job: str, holder: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class QuarantineKey:
-    """Keyset position in quarantine ``(updated_at, id)`` order; ``raw`` is the stored value."""
+class Keyset:
+    """A position in ``(timestamp, id)`` order; ``raw`` is the timestamp exactly as stored."""
 
     raw: Any
     id: int
 
     @property
-    def updated_at(self) -> datetime:
+    def at(self) -> datetime:
         return _as_datetime(self.raw)
+
+
+def _after(ts: Any, ident: Any, key: Keyset) -> Any:
+    # ``ts >= t`` first, so (…, ts) index range scans apply; ties are split by id.
+    t, raw_ts = _raw_value(key.raw), _raw(ts)
+    return sa.and_(raw_ts >= t, sa.or_(raw_ts > t, ident > key.id))
+
+
+def _up_to(ts: Any, ident: Any, key: Keyset) -> Any:
+    t, raw_ts = _raw_value(key.raw), _raw(ts)
+    return sa.and_(raw_ts <= t, sa.or_(raw_ts < t, ident <= key.id))
 
 
 def _unregistered(q: Any, since: datetime | None) -> list[Any]:
@@ -177,56 +188,49 @@ def _unregistered(q: Any, since: datetime | None) -> list[Any]:
     return where
 
 
-def _after(q: Any, key: QuarantineKey) -> Any:
-    # ``updated_at >= t`` first, so (status, updated_at) index range scans apply.
-    t, updated = _raw_value(key.raw), _raw(q.c.updated_at)
-    return sa.and_(updated >= t, sa.or_(updated > t, q.c.id > key.id))
-
-
-def _up_to(q: Any, key: QuarantineKey) -> Any:
-    t, updated = _raw_value(key.raw), _raw(q.c.updated_at)
-    return sa.and_(updated <= t, sa.or_(updated < t, q.c.id <= key.id))
-
-
-def unregistered_chunk(
-    conn: Connection, since: datetime | None, after: QuarantineKey | None, limit: int
-) -> list[QuarantineKey]:
+def unregistered_chunk(conn: Connection, since: datetime | None, after: Keyset | None, limit: int) -> list[Keyset]:
     """The next ``limit`` unregistered-token quarantine rows after ``after``, in keyset order."""
     where = _unregistered(QUAR, since)
     if after is not None:
-        where.append(_after(QUAR, after))
+        where.append(_after(QUAR.c.updated_at, QUAR.c.id, after))
     stmt = (
         sa.select(_raw(QUAR.c.updated_at), QUAR.c.id)
         .where(*where)
         .order_by(QUAR.c.updated_at, QUAR.c.id)
         .limit(limit)
     )
-    return [QuarantineKey(raw, int(qid)) for raw, qid in conn.execute(stmt)]
+    return [Keyset(raw, int(qid)) for raw, qid in conn.execute(stmt)]
 
 
 def disable_unregistered(
-    conn: Connection, since: datetime | None, after: QuarantineKey | None, last: QuarantineKey, now: datetime
+    conn: Connection, since: datetime | None, after: Keyset | None, last: Keyset, now: datetime
 ) -> list[Any]:
     """Disable the enabled subscriptions of the quarantine rows in ``(after, last]``.
 
-    One set-based ``UPDATE … FROM quarantine`` (both backends). The APNs 410 rule
-    sits in the join condition on the *target* row, so on PostgreSQL a token
-    re-registered concurrently is re-checked after the row lock (EvalPlanQual)
-    instead of being disabled from a stale read. Returns the disabled rows
-    (id, platform, app, token, disabled_at).
+    Staleness (the 410 rule): the token stays enabled when the invalidation is
+    older than the subscription's ``registered_at`` - APNs' ``provider_timestamp``
+    when there is one, else ``last_error_at``, when we saw the failure (FCM
+    gives no timestamp; without this fallback a full run would disable a token
+    re-registered after its quarantine while an incremental run would not).
+
+    One set-based ``UPDATE … FROM quarantine`` (both backends). The staleness
+    test sits in the join condition on the *target* row, so on PostgreSQL a
+    token re-registered concurrently is re-checked after the row lock
+    (EvalPlanQual) instead of being disabled from a stale read. Returns the
+    disabled rows (id, platform, app, token, disabled_at).
     """
     q = QUAR.alias("q")
+    invalidated_at = sa.func.coalesce(q.c.provider_timestamp, q.c.last_error_at)
     where = _unregistered(q, since)
     if after is not None:
-        where.append(_after(q, after))
+        where.append(_after(q.c.updated_at, q.c.id, after))
     where += [
-        _up_to(q, last),
+        _up_to(q.c.updated_at, q.c.id, last),
         SUBS.c.platform == q.c.platform,
         SUBS.c.app == q.c.app,
         SUBS.c.token == q.c.token,
         SUBS.c.disabled == sa.false(),
-        # 410 rule: an invalidation older than the latest registration is stale.
-        sa.or_(q.c.provider_timestamp.is_(None), q.c.provider_timestamp >= SUBS.c.registered_at),
+        sa.or_(invalidated_at.is_(None), invalidated_at >= SUBS.c.registered_at),
     ]
     stmt = (
         sa.update(SUBS)
@@ -253,40 +257,45 @@ def count_with_errors_before(conn: Connection, cutoff: datetime) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
-def purge_delivery_logs(conn: Connection, cutoff: datetime, after_id: int, limit: int) -> list[int]:
+def purge_delivery_logs(conn: Connection, cutoff: datetime, after_id: int, limit: int) -> tuple[int, int | None]:
     """Delete up to ``limit`` finished delivery_log rows created before ``cutoff``
-    with ``id > after_id``; returns their ids.
+    with ``id > after_id``. Returns (rows deleted, the chunk's last id, or None
+    when this was the last chunk).
 
-    Walks the primary key rather than ``created_at`` (not indexed): ids grow with
-    time, so each chunk reads only the rows after the previous one.
+    Walks the primary key rather than ``created_at`` (not indexed): ids grow
+    with time, so each chunk reads only the rows after the previous one. The
+    chunk's end is found first and the DELETE takes an id *range*: ``id IN
+    (subquery)`` made PostgreSQL hash-join the whole table on every chunk.
     """
-    ids = (
-        sa.select(DLOG.c.id)
-        .where(DLOG.c.id > after_id, DLOG.c.created_at < cutoff, DLOG.c.status.in_(PURGEABLE_LOG_STATUSES))
-        .order_by(DLOG.c.id)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    stmt = sa.delete(DLOG).where(DLOG.c.id.in_(ids)).returning(DLOG.c.id)
-    return [int(i) for i in conn.execute(stmt).scalars()]
+    where = [DLOG.c.id > after_id, DLOG.c.created_at < cutoff, DLOG.c.status.in_(PURGEABLE_LOG_STATUSES)]
+    last = conn.execute(
+        sa.select(DLOG.c.id).where(*where).order_by(DLOG.c.id).offset(limit - 1).limit(1)
+    ).scalar_one_or_none()
+    if last is not None:
+        where.append(DLOG.c.id <= last)
+    return max(conn.execute(sa.delete(DLOG).where(*where)).rowcount, 0), last
 
 
 def purge_exclusion_logs(
-    conn: Connection, cutoff: datetime, after: tuple[Any, int] | None, limit: int
-) -> list[tuple[Any, int]]:
+    conn: Connection, cutoff: datetime, after: Keyset | None, limit: int
+) -> tuple[int, Keyset | None]:
     """Delete up to ``limit`` exclusion_log rows created before ``cutoff``, in
-    ``(created_at, id)`` order after ``after`` (uses ix_exclusion_log_created_at).
-    Returns the deleted rows' raw ``(created_at, id)`` keys."""
+    ``(created_at, id)`` order after ``after`` (ix_exclusion_log_created_at).
+    Returns (rows deleted, the chunk's last key, or None when this was the last chunk)."""
     where = [EXCL.c.created_at < cutoff]
     if after is not None:
-        t, created = _raw_value(after[0]), _raw(EXCL.c.created_at)
-        where.append(sa.and_(created >= t, sa.or_(created > t, EXCL.c.id > after[1])))
-    ids = (
-        sa.select(EXCL.c.id).where(*where).order_by(EXCL.c.created_at, EXCL.c.id).limit(limit).scalar_subquery()
-    )
-    stmt = sa.delete(EXCL).where(EXCL.c.id.in_(ids)).returning(_raw(EXCL.c.created_at), EXCL.c.id)
-    # Raw values compare like the database orders them (text on SQLite, timestamptz on PostgreSQL).
-    return sorted((raw, int(i)) for raw, i in conn.execute(stmt))
+        where.append(_after(EXCL.c.created_at, EXCL.c.id, after))
+    row = conn.execute(
+        sa.select(_raw(EXCL.c.created_at), EXCL.c.id)
+        .where(*where)
+        .order_by(EXCL.c.created_at, EXCL.c.id)
+        .offset(limit - 1)
+        .limit(1)
+    ).first()
+    last = None if row is None else Keyset(row[0], int(row[1]))
+    if last is not None:
+        where.append(_up_to(EXCL.c.created_at, EXCL.c.id, last))
+    return max(conn.execute(sa.delete(EXCL).where(*where)).rowcount, 0), last
 
 
 def cap_rule_occurrences(conn: Connection, now: datetime, cap: int = MAX_OCCURRENCES) -> int:

@@ -137,10 +137,12 @@ def test_pki_and_keys(pki: TestPKI, apns_key: ApnsKey, service_account: ServiceA
     assert info["type"] == "service_account" and info["token_uri"] == fake_server.token_url
     assert info["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
     assert service_account.public_key.key_size == 2048
-    assert google_sa.Credentials.from_service_account_file(str(service_account.path)).service_account_email \
+    assert google_sa.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+        str(service_account.path)).service_account_email \
         == service_account.client_email
     with pytest.raises(ValueError):
-        google_sa.Credentials.from_service_account_file(str(write_incomplete_service_account(tmp_path)))
+        google_sa.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            str(write_incomplete_service_account(tmp_path)))
     with pytest.raises(ValueError):
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
         load_pem_private_key(write_corrupt_p8(tmp_path).read_bytes(), None)
@@ -504,7 +506,8 @@ def test_oauth_issues_tokens_that_fcm_accepts(fake_server: FakePushServer, pki: 
     data = json.loads(response.body)
     assert response.status == 200 and data["expires_in"] == 120 and data["token_type"] == "Bearer"
     assert fake_server.oauth_requests == 1
-    assert fake_server.requests[0].jwt_claims["scope"] == FCM_SCOPE
+    claims = fake_server.requests[0].jwt_claims
+    assert claims is not None and claims["scope"] == FCM_SCOPE
 
     async def send() -> H2Response:
         async with await connect(fake_server, pki) as client:
@@ -592,12 +595,14 @@ class _HttpxGoogleRequest(GoogleRequest):
 
 def test_google_auth_refresh_over_http11_then_fcm_over_httpx_h2(fake_server: FakePushServer, pki: TestPKI,
                                                                 service_account: ServiceAccount) -> None:
-    creds = google_sa.Credentials.from_service_account_file(str(service_account.path), scopes=[FCM_SCOPE])
+    creds = google_sa.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+        str(service_account.path), scopes=[FCM_SCOPE])
     with httpx.Client(verify=ssl.create_default_context(cafile=str(pki.ca_file))) as http1:
         creds.refresh(_HttpxGoogleRequest(http1))
     assert creds.token and fake_server.requests[0].http_version == "1.1"
     # google-auth signs for Google's endpoint whatever token_uri says; the fake accepts both
-    assert fake_server.requests[0].jwt_claims["aud"] == GOOGLE_TOKEN_URI
+    claims = fake_server.requests[0].jwt_claims
+    assert claims is not None and claims["aud"] == GOOGLE_TOKEN_URI
 
     async def main() -> httpx.Response:
         ctx = ssl.create_default_context(cafile=str(pki.ca_file))
@@ -892,7 +897,8 @@ def test_reset_restores_defaults(fake_server: FakePushServer, pki: TestPKI, apns
             await asyncio.wait_for(client.closed.wait(), 2)  # open connections are closed
 
     run(main())
-    assert (fake_server.goaway_after, fake_server.slow_delay, fake_server.oauth_mode) == (None, 2.0, "ok")
+    knobs: tuple[object, ...] = (fake_server.goaway_after, fake_server.slow_delay, fake_server.oauth_mode)
+    assert knobs == (None, 2.0, "ok")
     assert fake_server.clock is time.time
     assert not fake_server.requests and not fake_server.accepted and fake_server.connections_opened == 0
 
