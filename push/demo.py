@@ -113,6 +113,6 @@ def run_demo(database_url: str, *, count: int = 3000, progress: Callable[[int], 
                     nd = non_deliverables(conn)
             finally:
                 engine.dispose()
-    optout = {"subscriptions examined": job.rows_examined, "subscriptions disabled": job.rows_changed,
+    optout = {"quarantine entries examined": job.rows_examined, "subscriptions disabled": job.rows_changed,
               "status": job.status}
     return DemoResult(report, nd, optout, database_url, len(devices), goaway_after, time.monotonic() - started)
