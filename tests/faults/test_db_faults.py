@@ -1,0 +1,140 @@
+"""The database goes away mid-batch: the batch stops with a clear StorageError, and a resume with the
+same delivery id completes with exactly one row per notification and no double send."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from fixtures.scenarios import ok_apns_token, ok_fcm_token
+from push.errors import StorageError
+from tables.engine import make_engine
+from tables.migrate import upgrade
+from tests.db_plugin import _create_database, _drop_database, _libpq_url
+from tests.faults.helpers import apns_id, apns_n, assert_ledger, fault, fcm_n, log_rows, make_config, run_batch
+
+COUNT = 600
+KILL_AT = 150  # sends before the database goes away
+
+
+def notifications():
+    return [apns_n(ok_apns_token(i)) if i % 3 else fcm_n(ok_fcm_token(i)) for i in range(COUNT)]
+
+
+def check_clear_storage_error(exc: BaseException) -> None:
+    assert type(exc) is StorageError, type(exc)
+    msg = str(exc)
+    assert msg.startswith("database error during delivery:") and "\n" not in msg, msg
+    assert "Traceback" not in msg and len(msg) < 400
+
+
+def check_resume(engine, fake_server, delivery, accepted_before, requests_before, pending_before):
+    rows = assert_ledger(engine, delivery, COUNT, fake_server.accepted)
+    again = [r for r in fake_server.requests[requests_before:]
+             if r.provider == "apns" and accepted_before.get(r.headers.get("apns-id"), 0)]
+    assert not again, "a notification accepted before the failure was sent again on resume"
+    fcm_before = {k.rsplit(":", 1)[0] for k in accepted_before if ":APA91b" in k}
+    assert not [r for r in fake_server.requests[requests_before:] if r.provider == "fcm" and r.token in fcm_before]
+    # In flight when the database went away: recorded 'interrupted', never resent (documented policy).
+    for seq, attempts in pending_before.items():
+        r = rows[seq]
+        if attempts > 0:
+            assert r.status == "failed" and "interrupted" in r.error_text, (seq, r.status, r.error_text)
+        else:  # never launched: it was not sent before, so it is sent now
+            assert r.status == "sent"
+            if r.platform == "apns":
+                assert not accepted_before.get(apns_id(delivery, seq))
+    return rows
+
+
+def snapshot(engine, delivery):
+    return {r.seq: r.attempts for r in log_rows(engine, delivery) if r.status == "pending"}
+
+
+@pytest.mark.parametrize("refuse", [True, False], ids=["terminated+refused", "terminated"])
+def test_postgres_connections_killed_mid_batch(refuse, fake_server, apns_key, service_account, pg_admin_url):
+    url = _create_database(pg_admin_url, "_kill")
+    engine = make_engine(url)
+    upgrade(engine)
+    name = make_url(url).database
+    admin = psycopg.connect(_libpq_url(pg_admin_url), autocommit=True)
+    killed: list[int] = []
+
+    def allow(on: bool) -> None:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.SQL("true" if on else "false")))
+
+    def hook(calls, n):  # calls counts per provider client: fire once, at the first to get there
+        if calls == KILL_AT and not killed:
+            if refuse:
+                allow(False)
+            pids = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid()", [name]).fetchall()
+            killed.append(len(pids))
+
+    try:
+        cfg = make_config(fake_server, apns_key, service_account, url, concurrency=20, chunk_size=100)
+        error = None
+        try:
+            run_batch(notifications(), cfg, "pgkill-1", hook=hook)
+        except StorageError as exc:
+            error = exc
+        fault("PostgreSQL backends terminated mid-batch")
+        assert killed and killed[0] >= 1, "the pipeline's connections were terminated"
+        if refuse:
+            assert error is not None, "the database stayed unavailable: the batch must stop"
+        if error is not None:  # killed inside a transaction (or refused): a clear error
+            check_clear_storage_error(error)
+        # else: the kill hit idle pooled connections only, and pool_pre_ping replaced them
+        allow(True)  # the database is back
+        pending_before = snapshot(engine, "pgkill-1")
+        accepted_before = Counter(fake_server.accepted)
+        requests_before = len(fake_server.requests)
+        rep = run_batch(notifications(), cfg, "pgkill-1")
+        assert rep.resumed and rep.pending == 0
+        check_resume(engine, fake_server, "pgkill-1", accepted_before, requests_before, pending_before)
+    finally:
+        try:
+            allow(True)
+        finally:
+            admin.close()
+            engine.dispose()
+            _drop_database(pg_admin_url, url)
+
+
+def test_sqlite_locked_by_another_writer_mid_batch(fake_server, apns_key, service_account, sqlite_engine,
+                                                   sqlite_url, monkeypatch):
+    monkeypatch.setattr("tables.engine.SQLITE_BUSY_TIMEOUT_MS", 300)  # the pipeline's engine waits 0.3 s, not 5
+    path = make_url(sqlite_url).database
+    locker = sqlite3.connect(path, isolation_level=None, timeout=5)
+
+    locked: list[bool] = []
+
+    def hook(calls, n):
+        if calls == KILL_AT and not locked:
+            locked.append(True)
+            locker.execute("BEGIN IMMEDIATE")  # holds the write lock well beyond the busy timeout
+            locker.execute("UPDATE delivery SET label = label")
+
+    try:
+        cfg = make_config(fake_server, apns_key, service_account, sqlite_url, concurrency=20, chunk_size=100)
+        with pytest.raises(StorageError) as ei:
+            run_batch(notifications(), cfg, "sqlock-1", hook=hook)
+        fault("SQLite write lock held beyond the busy timeout")
+        check_clear_storage_error(ei.value)
+        assert "locked" in str(ei.value)
+        locker.execute("ROLLBACK")  # the database is back
+        pending_before = snapshot(sqlite_engine, "sqlock-1")
+        assert pending_before, "the batch stopped part-way"
+        accepted_before = Counter(fake_server.accepted)
+        requests_before = len(fake_server.requests)
+        rep = run_batch(notifications(), cfg, "sqlock-1")
+        assert rep.resumed and rep.pending == 0
+        check_resume(sqlite_engine, fake_server, "sqlock-1", accepted_before, requests_before, pending_before)
+    finally:
+        locker.close()
