@@ -5,8 +5,9 @@ before it is sent and its outcome after. Just before a block of sends starts,
 their rows' ``attempts`` is raised in one statement; so after a crash a
 ``pending`` row with ``attempts = 0`` was never sent (it is sent on resume) and
 one with ``attempts > 0`` may have been (it is recorded ``interrupted`` and never
-resent: at most once beats a duplicate push). At most two launch blocks
-(``2 × PUSH_CONCURRENCY``) can be left in that state by one crash.
+resent: at most once beats a duplicate push). A send's concurrency slot is only
+freed once its outcome is written, so one crash leaves at most two launch
+blocks (``2 × PUSH_CONCURRENCY``) in that state.
 
 All database work runs on one worker thread, so the event loop only waits on
 the network, and SQLite never sees two writers from one process.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -48,6 +49,25 @@ Key = tuple[str, str, str]
 _ID_NAMESPACE = uuid.UUID("6f1c1c1e-9b7a-4d35-9d0e-5a2f4f0b7d11")
 FLUSH_EVERY = 500  # outcomes per database write
 FLUSH_SECONDS = 0.25  # ... or at least this often, so a crash loses little
+
+
+Job = tuple[Any, Notification, int]  # (ref, notification, attempts so far)
+
+
+async def _blocks(jobs: Iterable[Job] | AsyncIterator[Job], size: int) -> AsyncIterator[list[Job]]:
+    if isinstance(jobs, AsyncIterator):
+        buf: list[Job] = []
+        async for job in jobs:
+            buf.append(job)
+            if len(buf) >= size:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+        return
+    it = iter(jobs)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 class Sender(Protocol):
@@ -211,33 +231,61 @@ class Pipeline:
         self._rules = await self.db(_load)
 
     # ---- sending ---------------------------------------------------------------------
-    async def send_many(self, jobs: Iterable[tuple[Any, Notification, int]],
+    async def send_many(self, jobs: Iterable[Job] | AsyncIterator[Job],
                         launch: Callable[[list[Any]], Awaitable[None]], record: Callable[[list[tuple[Any, ...]]], Any]) -> None:
         """Send ``(ref, notification, attempts_before)`` jobs with bounded concurrency.
 
+        ``jobs`` may be an async iterator: the next chunk is then analysed while the
+        previous one's sends are still in flight, so one slow stream never stalls the batch.
         ``launch(refs)`` runs before each block starts; ``record(results)`` writes
         batches of ``(ref, notification, attempts, outcome)`` on the DB thread.
         """
+        # A slot is held from launch until the outcome is written, so sends in doubt after a crash
+        # (launched, outcome not yet durable) never exceed one launch block plus the concurrency.
         sem = asyncio.Semaphore(self.config.concurrency)
         results: list[tuple[Any, ...]] = []
         pending: set[asyncio.Task[None]] = set()
         flush_lock = asyncio.Lock()
-        last_flush = asyncio.get_running_loop().time()
+        wake = asyncio.Event()
+        threshold = max(1, min(FLUSH_EVERY, self.config.concurrency // 2))
         block = max(1, min(self.config.concurrency, 1000))
+        fatal: list[BaseException] = []
 
-        async def flush(force: bool = False) -> None:
-            nonlocal results, last_flush
+        async def flush() -> None:
+            nonlocal results
             async with flush_lock:
-                now = asyncio.get_running_loop().time()
-                if not results or (not force and len(results) < FLUSH_EVERY and now - last_flush < FLUSH_SECONDS):
+                if not results:
                     return
                 batch, results = results, []
-                last_flush = now
-                await self.db(record, batch)
+                try:
+                    await self.db(record, batch)
+                finally:
+                    for _ in batch:
+                        sem.release()
                 if self._progress:
                     self._progress(len(batch))
 
-        fatal: list[BaseException] = []
+        stopping = asyncio.Event()
+
+        async def flusher() -> None:
+            # Never cancelled mid-write: a cancelled executor job that has not started would drop its batch.
+            try:
+                while not stopping.is_set():
+                    waiter = asyncio.ensure_future(wake.wait())
+                    try:
+                        await asyncio.wait({waiter}, timeout=FLUSH_SECONDS)
+                    finally:
+                        waiter.cancel()
+                    wake.clear()
+                    await flush()
+            except BaseException as exc:  # the database failed: stop launching
+                fatal.append(exc)
+                sem.release()
+
+        async def stop_flusher() -> None:
+            stopping.set()
+            wake.set()
+            await asyncio.gather(flush_task, return_exceptions=True)
 
         async def one(ref: Any, n: Notification, attempts: int) -> None:
             try:
@@ -248,20 +296,20 @@ class Pipeline:
                                table=self.table)
             except BaseException as exc:  # cancellation, KeyboardInterrupt: stop the batch, outcome unknown
                 fatal.append(exc)
-                return
-            finally:
                 sem.release()
+                return
             out = apply_rules(out, n.platform, self._rules)
             results.append((ref, n, attempts + 1, out))
+            if len(results) >= threshold:
+                wake.set()
 
-        it = iter(jobs)
+        flush_task = asyncio.create_task(flusher())
         try:
-            while True:
-                chunk = list(islice(it, block))
-                if not chunk:
-                    break
+            async for chunk in _blocks(jobs, block):
                 for _, n, _ in chunk:
                     self.client(n.platform)  # a missing setting fails before this block is marked launched
+                if fatal:
+                    raise fatal[0]
                 await launch([ref for ref, _, _ in chunk])
                 for ref, n, attempts in chunk:
                     await sem.acquire()
@@ -270,23 +318,23 @@ class Pipeline:
                     task = asyncio.create_task(one(ref, n, attempts))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
-                    if len(results) >= FLUSH_EVERY:
-                        await flush()
-                await flush()
             while pending:
                 await asyncio.wait(pending, timeout=FLUSH_SECONDS)
                 if fatal:
                     raise fatal[0]
-                await flush()
         except BaseException:
             # Stopping: what is in flight stays 'pending' with attempts > 0 (recorded 'interrupted' on resume).
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            await flush(force=True)
+            await stop_flusher()
+            await flush()
             raise
-        await flush(force=True)
+        await stop_flusher()
+        await flush()
+        if fatal:
+            raise fatal[0]
 
     def _send_kw(self, n: Notification, ref: Any) -> dict[str, Any]:
         if n.platform == "apns" and isinstance(ref, tuple):
@@ -511,10 +559,13 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         async def launch(refs: list[Any]) -> None:
             await pipe.db(d.launch, refs)
 
-        for chunk in chain(first, chunks):
-            _check(chunk)
-            to_send = await pipe.db(d.analyse, chunk)
-            await pipe.send_many(to_send, launch, d.record)
+        async def analysed() -> AsyncIterator[Job]:
+            for chunk in chain(first, chunks):
+                _check(chunk)
+                for job in await pipe.db(d.analyse, chunk):
+                    yield job
+
+        await pipe.send_many(analysed(), launch, d.record)
 
         report = await pipe.db(read_report, engine, delivery_id)
 
