@@ -47,6 +47,9 @@ log = logging.getLogger("push.pipeline")
 T = TypeVar("T")
 Key = tuple[str, str, str]
 _ID_NAMESPACE = uuid.UUID("6f1c1c1e-9b7a-4d35-9d0e-5a2f4f0b7d11")
+# Postgres plans the per-chunk lookups from table statistics; a table that grew from empty in
+# this delivery has none until autovacuum comes by, and every lookup then scans the whole table.
+_ANALYZE_AFTER = frozenset({1, 4, 16, 64, 256})
 FLUSH_EVERY = 500  # outcomes per database write
 FLUSH_SECONDS = 0.25  # ... or at least this often, so a crash loses little
 
@@ -390,6 +393,7 @@ class _Delivery:
         self.pipe = pipe
         self.id = delivery_id
         self.cfg = pipe.config
+        self._chunks_done = 0
 
     def _expires(self, n: Notification, now: datetime) -> datetime:
         validity = now + timedelta(seconds=self.cfg.validity_seconds)
@@ -418,6 +422,9 @@ class _Delivery:
             if interrupted:
                 store.update_delivery_logs(conn, interrupted, now=now)
             to_send = self._analyse_fresh(conn, fresh, now)
+        self._chunks_done += 1
+        if self._chunks_done in _ANALYZE_AFTER and self.pipe.engine.dialect.name == "postgresql":
+            dq.refresh_statistics(self.pipe.engine)
         return resend + to_send
 
     def _analyse_fresh(self, conn: Any, fresh: list[tuple[int, Notification]], now: datetime

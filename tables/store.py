@@ -55,7 +55,7 @@ from tables.models import (
     Quarantine,
     QuarantineReleaseLog,
 )
-from tables.types import require_aware, utc_now
+from tables.types import one_of, require_aware, utc_now
 
 Key = tuple[str, str, str]  # (platform, app, token)
 DB = Connection | Session
@@ -125,7 +125,7 @@ def _select_by_keys(
     for (platform, app), tokens in _group_tokens(keys).items():
         for chunk in _chunks(tokens, _max_params(conn) - 2):
             stmt = sa.select(*columns).where(
-                table.c.platform == platform, table.c.app == app, table.c.token.in_(chunk)
+                table.c.platform == platform, table.c.app == app, one_of(conn, table.c.token, chunk)
             )
             if lock and conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()  # SQLite: BEGIN IMMEDIATE already serializes writers
@@ -385,6 +385,9 @@ def update_delivery_logs(conn: DB, updates: Iterable[Mapping[str, Any]], *, now:
 
     total = 0
     for (by, names), params in groups.items():
+        if c.dialect.name == "postgresql":
+            total += _pg_update_logs(c, by, names, params)
+            continue
         where = (
             [DLOG.c.id == sa.bindparam("k_id")]
             if by == "id"
@@ -393,6 +396,27 @@ def update_delivery_logs(conn: DB, updates: Iterable[Mapping[str, Any]], *, now:
         # bindparam names differ from column names: SQLAlchemy reserves those for SET.
         stmt = sa.update(DLOG).where(*where).values({n: sa.bindparam(f"v_{n}") for n in names})
         total += _executemany(c, stmt, params)
+    return total
+
+
+def _pg_update_logs(c: Connection, by: str, names: tuple[str, ...], params: Sequence[Mapping[str, Any]]) -> int:
+    """One ``UPDATE … FROM unnest(arrays)`` per batch: Postgres runs one statement, not one per row.
+
+    Each column travels as one typed array, so NULLs keep their type and the
+    statement text is the same for every batch (prepared once by psycopg).
+    """
+    keys = ("k_id",) if by == "id" else ("k_delivery_id", "k_seq")
+    key_cols = ("id",) if by == "id" else ("delivery_id", "seq")
+    cols = list(zip(keys, key_cols)) + [(f"v_{n}", n) for n in names]
+    types = [DLOG.c[col].type.compile(dialect=c.dialect) for _, col in cols]
+    arrays = ", ".join(f"CAST(:{p} AS {t}[])" for (p, _), t in zip(cols, types))
+    aliases = ", ".join(p for p, _ in cols)
+    sets = ", ".join(f"{n} = u.v_{n}" for n in names)
+    match = " AND ".join(f"d.{col} = u.{p}" for p, col in cols[: len(keys)])
+    stmt = sa.text(f"UPDATE delivery_log AS d SET {sets} FROM unnest({arrays}) AS u({aliases}) WHERE {match}")
+    total = 0
+    for chunk in _chunks(params, ROW_BATCH):
+        total += c.execute(stmt, {p: [row[p] for row in chunk] for p, _ in cols}).rowcount
     return total
 
 
