@@ -1324,8 +1324,9 @@ class DirectPost:
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> DirectResponse | httpx.Response:
         """Call only when ``usable(path, body)``; falls back to ``client.post`` for an unusual header shape."""
         names = tuple(headers)
-        template = self._templates.get(names, False)
-        if template is False:
+        if names in self._templates:
+            template = self._templates[names]
+        else:
             template = self._templates[names] = self._template(names)
         if template is None:
             return await self._client.post(path, content=body, headers=headers)

@@ -78,8 +78,10 @@ def mark_launched(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> No
     for i in range(0, len(seqs), 900):
         conn.execute(
             sa.update(DLOG)
-            .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq.in_(seqs[i:i + 900]),
-                   DLOG.c.status == LogStatus.PENDING.value)
+            .where(DLOG.c.delivery_id == delivery_id,
+                   # the range lets the planner probe (delivery_id, seq) instead of filtering every pending row
+                   DLOG.c.seq.between(seqs[i], seqs[min(i + 899, len(seqs) - 1)]),
+                   DLOG.c.seq.in_(seqs[i:i + 900]), DLOG.c.status == LogStatus.PENDING.value)
             .values(attempts=DLOG.c.attempts + 1)
         )
 
