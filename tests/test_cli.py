@@ -197,3 +197,45 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for var, _, _ in describe():
         assert f"`{var}`" in readme, var
+
+
+def test_scheduler_command_runs_jobs_and_stops_cleanly_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tables.engine import make_engine
+    from tables.models import JobRun
+
+    db = tmp_path / "sched.db"
+    exe = Path(sys.executable).with_name("push-feedback")
+    env = {**os.environ, "PUSH_DATABASE_URL": f"sqlite:///{db}", "PUSH_OPTOUT_INTERVAL": "1",
+           "PUSH_RETRY_INTERVAL": "1"}
+    proc = subprocess.Popen([str(exe), "scheduler", "--run-now"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        seen = 0
+        while time.monotonic() < deadline and not seen:
+            time.sleep(0.2)
+            if db.exists():
+                eng = make_engine(f"sqlite:///{db}")
+                try:
+                    with eng.connect() as c:
+                        seen = c.execute(sa.select(sa.func.count()).select_from(JobRun.__table__)
+                                         .where(JobRun.__table__.c.status == "ok")).scalar_one()
+                except Exception:
+                    seen = 0
+                finally:
+                    eng.dispose()
+        assert seen, "no job ran"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopped cleanly" in out
