@@ -22,7 +22,7 @@ from push.notification import Notification, mask_token
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import Action, Outcome
 from push.tls import make_ssl_context
-from push.transport_errors import outcome_for_transport_error
+from push.transport_errors import post_and_classify
 
 _DEVICE_PATH = re.compile(r"(/3/device/)([0-9A-Za-z]+)")
 
@@ -162,23 +162,17 @@ class ApnsClient:
             headers["apns-expiration"] = str(int(n.expiration.timestamp()))
         if n.collapse_id:
             headers["apns-collapse-id"] = n.collapse_id
+        path = f"/3/device/{n.token}"
         refreshed = False
         while True:
             jwt_token = None
             if self.jwt is not None:
                 jwt_token = self.jwt.current()
                 headers["authorization"] = f"bearer {jwt_token}"
-            path = f"/3/device/{n.token}"
-            try:
-                if self._direct is not None and self._direct.usable(path, body):
-                    resp = await self._direct.post(path, body, headers)  # same request, minus httpx's overhead
-                else:
-                    resp = await self._http.post(path, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                return outcome_for_transport_error("apns", exc, self._table)
-            self.sent += 1
-            out = classify("apns", status=resp.status_code, body=resp.content, headers=resp.headers,
-                           now=self._clock.now(), table=self._table)
+            out = await post_and_classify("apns", self._http, self._direct, path, body, headers, table=self._table,
+                                          now=self._clock.now)
+            if out.provider_status is not None:
+                self.sent += 1
             if out.action is Action.REFRESH_AUTH and not refreshed and self.jwt is not None and jwt_token:
                 self.jwt.rejected(jwt_token)
                 refreshed = True

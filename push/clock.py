@@ -39,13 +39,7 @@ class FakeClock:
 
 
 def utc(dt: datetime | None) -> datetime | None:
-    """Treat naive datetimes (SQLite hands them back) as UTC."""
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    """``tables.types.as_utc`` that lets ``None`` through (naive datetimes are taken as UTC)."""
+    from tables.types import as_utc  # lazy: tables imports push at load time
 
-
-def epoch(dt: datetime) -> float:
-    return dt.timestamp() if dt.tzinfo else dt.replace(tzinfo=timezone.utc).timestamp()
-
-
+    return None if dt is None else as_utc(dt)

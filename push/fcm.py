@@ -28,7 +28,7 @@ from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import Action, Outcome
 from push.tls import make_ssl_context
-from push.transport_errors import outcome_for_transport_error
+from push.transport_errors import post_and_classify
 
 log = logging.getLogger("push.fcm")
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -196,16 +196,10 @@ class FcmClient:
             if isinstance(token, Outcome):
                 return token
             headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-            try:
-                if self._direct is not None and self._direct.usable(self._path, body):
-                    resp = await self._direct.post(self._path, body, headers)  # same request, minus httpx's overhead
-                else:
-                    resp = await self._http.post(self._path, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                return outcome_for_transport_error("fcm", exc, self._table)
-            self.sent += 1
-            out = classify("fcm", status=resp.status_code, body=resp.content, headers=resp.headers,
-                           now=self._clock.now(), table=self._table)
+            out = await post_and_classify("fcm", self._http, self._direct, self._path, body, headers,
+                                          table=self._table, now=self._clock.now)
+            if out.provider_status is not None:
+                self.sent += 1
             if out.action is Action.REFRESH_AUTH and not refreshed:
                 self.oauth.rejected(token)
                 refreshed = True

@@ -29,9 +29,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, 
 from sqlalchemy.engine import Engine
 
 from push.classify import classify
-from push.clock import Clock, SystemClock, utc
+from push.clock import Clock, SystemClock
 from push.config import PushConfig
-from push.errors import ConfigError, StorageError, ValidationError
+from push.errors import StorageError, ValidationError
 from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import FailureReason, FailureType, Outcome
@@ -222,6 +222,12 @@ class Pipeline:
             self._owned.append(c)
         return self._clients[platform]
 
+    def require_clients(self, notifications: Iterable[Notification]) -> None:
+        """Build the client of every platform these notifications need, so a missing setting fails
+        before anything of theirs is written or marked launched."""
+        for platform in {n.platform for n in notifications if n.token}:
+            self.client(platform)
+
     async def aclose(self) -> None:
         for c in self._owned:
             await c.aclose()
@@ -309,8 +315,7 @@ class Pipeline:
         flush_task = asyncio.create_task(flusher())
         try:
             async for chunk in _blocks(jobs, block):
-                for _, n, _ in chunk:
-                    self.client(n.platform)  # a missing setting fails before this block is marked launched
+                self.require_clients(n for _, n, _ in chunk)
                 if fatal:
                     raise fatal[0]
                 await launch([ref for ref, _, _ in chunk])
@@ -545,9 +550,7 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         await pipe.load_rules()
 
         def _check(chunk: list[tuple[int, Notification]]) -> list[tuple[int, Notification]]:
-            for _, n in chunk:
-                if n.token:
-                    pipe.client(n.platform)  # fail fast on a missing setting, before anything of this chunk is written
+            pipe.require_clients(n for _, n in chunk)
             return chunk
 
         # The first chunk is read and checked before the delivery row is written: bad input or a

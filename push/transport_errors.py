@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
 import httpx
 
-from push.classify import classify
+from push.classify import Provider, classify
 from push.outcome_table import OutcomeTable
 from push.outcomes import Outcome
 
@@ -26,3 +29,22 @@ def outcome_for_transport_error(provider: str, exc: BaseException, table: Outcom
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     detail = ("not sent; " if unsent else "may have been delivered; ") + detail
     return classify(provider, error=name, detail=detail[:200], table=table)  # type: ignore[arg-type]
+
+
+async def post_and_classify(provider: Provider, http: httpx.AsyncClient, direct: Any, path: str, body: bytes,
+                            headers: Mapping[str, str], *, table: OutcomeTable,
+                            now: Callable[[], datetime]) -> Outcome:
+    """One POST to a provider, its answer (or the lack of one) classified.
+
+    ``direct`` is the transport's ``DirectPost`` (or None): the same request without
+    httpx's per-request work, used whenever httpx would not do more.
+    """
+    try:
+        if direct is not None and direct.usable(path, body):
+            resp = await direct.post(path, body, headers)
+        else:
+            resp = await http.post(path, content=body, headers=headers)
+    except httpx.TransportError as exc:
+        return outcome_for_transport_error(provider, exc, table)
+    return classify(provider, status=resp.status_code, body=resp.content, headers=resp.headers, now=now(),
+                    table=table)

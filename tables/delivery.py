@@ -28,10 +28,6 @@ def ensure_delivery(conn: Connection, delivery_id: str, label: str | None, now: 
     return False
 
 
-def delivery_exists(conn: Connection, delivery_id: str) -> bool:
-    return conn.execute(sa.select(DELIV.c.id).where(DELIV.c.id == delivery_id)).first() is not None
-
-
 def log_states(conn: Connection, delivery_id: str, low: int, high: int) -> dict[int, tuple[str, int, str | None]]:
     """``seq -> (status, attempts, platform)`` for rows already written in [low, high]."""
     rows = conn.execute(
@@ -39,15 +35,6 @@ def log_states(conn: Connection, delivery_id: str, low: int, high: int) -> dict[
         .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq >= low, DLOG.c.seq <= high)
     )
     return {r.seq: (r.status, r.attempts, r.platform) for r in rows}
-
-
-def pending_rows(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> list[Any]:
-    if not seqs:
-        return []
-    return list(conn.execute(
-        sa.select(DLOG.c.seq, DLOG.c.payload, DLOG.c.attempts, DLOG.c.expires_at, DLOG.c.created_at)
-        .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq.in_(list(seqs)))
-    ))
 
 
 def first_seq_of_keys(conn: Connection, delivery_id: str, keys: Iterable[Key]) -> dict[Key, int]:

@@ -348,14 +348,12 @@ def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
 
 def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:
     """``seq -> status`` for the rows of ``delivery_id`` already written in ``seq_range``."""
-    c = _conn(conn)
+    from tables.delivery import log_states  # tables.delivery imports nothing from here; kept lazy all the same
+
     if not seq_range:
         return {}
-    low, high = min(seq_range), max(seq_range)
-    stmt = sa.select(DLOG.c.seq, DLOG.c.status).where(
-        DLOG.c.delivery_id == delivery_id, DLOG.c.seq >= low, DLOG.c.seq <= high
-    )
-    return {seq: LogStatus(status) for seq, status in c.execute(stmt) if seq in seq_range}
+    rows = log_states(_conn(conn), delivery_id, min(seq_range), max(seq_range))
+    return {seq: LogStatus(status) for seq, (status, _, _) in rows.items() if seq in seq_range}
 
 
 def update_delivery_logs(conn: DB, updates: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
