@@ -13,6 +13,7 @@ import pstats
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -34,11 +35,13 @@ def profile(spec: RunSpec, env: BenchEnv, workdir: Path, root: Path, core: int, 
     worker = [sys.executable, "-m", "bench.worker"]
     spy = _py_spy()
     if spy is not None:
-        out = workdir / "py-spy.txt"
-        cmd = pinned([spy, "record", "-r", "200", "-f", "raw", "-o", str(out), "--", *worker,
+        # Kept after the run (the work directory is not) for reading the stacks in full.
+        out = Path(tempfile.gettempdir()) / f"push-feedback-py-spy-{spec.kind}-{spec.provider}-{spec.db or 'none'}.txt"
+        cmd = pinned([spy, "record", "-r", "500", "-f", "raw", "-o", str(out), "--", *worker,
                       spec.to_json(), env.to_json()], core)
         subprocess.run(cmd, cwd=root, env=child_env, check=True, capture_output=True)
         print_collapsed(out, console)
+        console.print(f"collapsed stacks: {out}")
         return
     out = workdir / "cprofile.out"
     spec = RunSpec(**{**spec.__dict__, "profile": str(out)})

@@ -131,12 +131,8 @@ class ApnsClient:
             ctx = make_ssl_context(config.ca_file, client_cert=config.apns_cert_file,
                                    client_key=config.apns_cert_key_file)
         if transport is None:
-            from push.transport import H2Transport
-            # While a health-check PING is pending no new stream starts on that connection, so the
-            # PING must not outlast the send deadline: a silently dead connection would otherwise
-            # fail every send (PoolTimeout) until it is given up.
-            transport = H2Transport(ssl_context=ctx, max_connections=config.max_connections,
-                                    ping_timeout=min(5.0, config.stream_timeout / 2))
+            from push.transport import transport_from_config
+            transport = transport_from_config(config, ctx)
         self._http = httpx.AsyncClient(transport=transport, base_url=config.apns_base_url.rstrip("/"),
                                        timeout=httpx.Timeout(self._timeout))
         from push.transport import DirectPost, H2Transport

@@ -44,12 +44,17 @@ class PushConfig:
     retry_interval: float = _f(60.0, "seconds between retry runner runs", min=1, max=86400)
     cleanup_interval: float = _f(86400.0, "seconds between database cleanup runs", min=1, max=30 * 86400)
     log_retention_days: float = _f(180.0, "delivery/exclusion logs older than this are purged", min=1, max=36500)
+    h2_backend: str = _f("auto", "HTTP/2 library: auto (jh2 if it imports, else h2), jh2 or h2",
+                         choices=("auto", "h2", "jh2"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(env_name(f.name), f"{value} is not a finite number")
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ConfigError(env_name(f.name), f"{value!r} is not one of {', '.join(choices)}")
             lo, hi = f.metadata.get("min"), f.metadata.get("max")
             if lo is not None and value < lo:
                 raise ConfigError(env_name(f.name), f"{value} is below the minimum {lo}")

@@ -169,12 +169,8 @@ class FcmClient:
         self.oauth = FcmAccessToken(creds, make_ssl_context(config.ca_file, alpn=("h2", "http/1.1")),
                                     clock=self._clock, table=self._table)
         if transport is None:
-            from push.transport import H2Transport
-            # While a health-check PING is pending no new stream starts on that connection, so the
-            # PING must not outlast the send deadline: a silently dead connection would otherwise
-            # fail every send (PoolTimeout) until it is given up.
-            transport = H2Transport(ssl_context=ctx, max_connections=config.max_connections,
-                                    ping_timeout=min(5.0, config.stream_timeout / 2))
+            from push.transport import transport_from_config
+            transport = transport_from_config(config, ctx)
         self._http = httpx.AsyncClient(transport=transport, base_url=config.fcm_base_url.rstrip("/"),
                                        timeout=httpx.Timeout(config.stream_timeout))
         from push.transport import DirectPost, H2Transport

@@ -1,4 +1,4 @@
-"""HTTP/2 transport for APNs and FCM, built directly on ``h2`` and asyncio.
+"""HTTP/2 transport for APNs and FCM, built directly on ``jh2`` or ``h2`` and asyncio.
 
 Use it as ``httpx.AsyncClient(transport=H2Transport(ssl_context=ctx), base_url=...)``.
 
@@ -59,15 +59,9 @@ import ssl
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-import hpack
 import httpx
-from h2.connection import ConnectionInputs, ConnectionState
-from hpack import NeverIndexedHeaderTuple
+
+from push.h2backend import BackendUnavailable, H2Backend, load_backend
 
 __all__ = [
     "ConnectFailed",
@@ -80,8 +74,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_HPACK_LOG = logging.getLogger("hpack.hpack")
 
+PROTOCOL_ERROR = 0x1
 REFUSED_STREAM = 0x7
 CANCEL = 0x8
 NO_ERROR = 0x0
@@ -252,132 +246,6 @@ class _Unprocessed(Exception):
         self.goaway = goaway
 
 
-# --------------------------------------------------------------------------- h2 glue
-
-
-class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
-    """h2's connection state machine, except that a GOAWAY doesn't end existing streams.
-
-    h2 moves to CLOSED on GOAWAY and then rejects every further frame as a
-    protocol error. RFC 9113 §6.8 says streams up to ``last_stream_id`` may
-    still complete, so after a GOAWAY we keep receiving HEADERS/DATA for them,
-    keep sending their remaining DATA, RST_STREAM, WINDOW_UPDATE, PINGs and
-    SETTINGS ACKs. SEND_HEADERS stays forbidden: no new stream can be opened.
-    """
-
-    _transitions = {
-        **h2.connection.H2ConnectionStateMachine._transitions,
-        **{
-            (ConnectionState.CLOSED, inp): (None, ConnectionState.CLOSED)
-            for inp in (
-                ConnectionInputs.RECV_HEADERS,
-                ConnectionInputs.RECV_DATA,
-                ConnectionInputs.RECV_WINDOW_UPDATE,
-                ConnectionInputs.RECV_PING,
-                ConnectionInputs.RECV_SETTINGS,
-                ConnectionInputs.RECV_RST_STREAM,
-                ConnectionInputs.RECV_PRIORITY,
-                ConnectionInputs.RECV_ALTERNATIVE_SERVICE,
-                ConnectionInputs.SEND_DATA,
-                ConnectionInputs.SEND_RST_STREAM,
-                ConnectionInputs.SEND_WINDOW_UPDATE,
-                ConnectionInputs.SEND_PING,
-                ConnectionInputs.SEND_SETTINGS,
-            )
-        },
-    }
-
-
-class _H2Connection(h2.connection.H2Connection):
-    """h2's client connection with an O(1) open-stream count.
-
-    h2's ``open_outbound_streams`` scans every stream on each ``send_headers``
-    (quadratic at hundreds of concurrent streams). Our ``_Connection.active`` is
-    the same number for a connection that still opens streams, so we return it
-    and let h2 scan (which also forgets closed streams) only once closed streams
-    have piled up, which keeps the cost amortised O(1).
-    """
-
-    def __init__(self, owner: _Connection) -> None:
-        super().__init__(config=_h2_config())
-        self.state_machine = _DrainingStateMachine()
-        self.encoder = _Encoder()
-        self._owner = owner
-        self._gc_at = 256
-
-    @property
-    def open_outbound_streams(self) -> int:
-        if len(self.streams) > self._gc_at:
-            h2.connection.H2Connection.open_outbound_streams.fget(self)  # type: ignore[attr-defined]
-            self._gc_at = 2 * len(self.streams) + 256
-        return self._owner.active
-
-
-class _Encoder(hpack.Encoder):
-    """HPACK encoder without Huffman coding.
-
-    Pure-Python Huffman coding was the largest single per-request cost (about 3x
-    the rest of HPACK) and saves only some tens of bytes per request; indexing,
-    which saves far more, is unaffected.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Field -> its one-byte-or-so indexed representation, for fields found in the table. Valid
-        # while the dynamic table is unchanged: emptied whenever ``add`` inserts (a literal with
-        # incremental indexing) or the table is resized. Bounded by the table's entries.
-        self._indexed: dict[tuple[bytes, bytes], bytes] = {}
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        # hpack.Encoder.encode, minus its DEBUG line "Encoded header block to ...": without Huffman
-        # coding that block holds every value verbatim, the bearer JWT / OAuth token included
-        # (hpack redacts never-indexed values only in its per-header line, which ``add`` keeps).
-        block = []
-        indexed = self._indexed
-        if self.header_table.resized:
-            block.append(self._encode_table_size_change())
-            self.header_table.resized = False
-            indexed.clear()
-        # The cache skips ``add``, and with it hpack's per-header DEBUG line: only when that is off.
-        cached = not _HPACK_LOG.isEnabledFor(logging.DEBUG)
-        for header in headers:
-            if isinstance(header, hpack.HeaderTuple):
-                sensitive = not header.indexable
-            else:
-                sensitive = len(header) > 2 and bool(header[2])
-            field = (_to_bytes(header[0]), _to_bytes(header[1]))
-            if sensitive or not cached:
-                block.append(self.add(field, sensitive, False))
-                continue
-            encoded = indexed.get(field)
-            if encoded is None:
-                encoded = self.add(field, False, False)
-                if encoded[0] & 0x80:  # indexed representation: the table did not change
-                    indexed[field] = encoded
-                else:  # a literal with incremental indexing: every dynamic index moved
-                    indexed.clear()
-            block.append(encoded)
-        return b"".join(block)
-
-
-def _to_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    return str(value).encode("utf-8")
-
-
-def _h2_config() -> h2.config.H2Configuration:
-    # header_encoding=None: headers stay bytes end to end (no decode/encode per request).
-    # Outbound validation/normalisation is done once by H2Transport._headers instead
-    # of by h2's generator chain per header (lowercase names, no connection headers,
-    # no CR/LF/NUL, credentials never indexed).
-    return h2.config.H2Configuration(
-        client_side=True, header_encoding=None,
-        validate_outbound_headers=False, normalize_outbound_headers=False)
-
-
 # Connection states. Plain ints compared by identity are the cheapest check on the hot path.
 _CONNECTING = 0  # TCP/TLS/ALPN in progress, or waiting for the server's first SETTINGS
 _READY = 1  # takes new streams
@@ -420,7 +288,9 @@ class _Connection:
         self.loop = pool.loop
         self.id = next(_ids)
         self.state = _CONNECTING
-        self.h2 = _H2Connection(self)
+        backend = pool.transport.backend
+        self.b = backend
+        self.h2 = backend.connection_class(self)
         self.streams: dict[int, _Stream] = {}
         self.active = 0
         self.answered = 0  # complete responses received
@@ -437,17 +307,18 @@ class _Connection:
         self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._settings_seen: asyncio.Future[None] = self.loop.create_future()
+        events = backend.events
         self._dispatch: dict[type, Callable[[Any], None]] = {
-            h2.events.ResponseReceived: self._on_response,
-            h2.events.DataReceived: self._on_data,
-            h2.events.StreamEnded: self._on_stream_ended,
-            h2.events.StreamReset: self._on_stream_reset,
-            h2.events.WindowUpdated: self._on_window_updated,
-            h2.events.RemoteSettingsChanged: self._on_settings,
-            h2.events.PingAckReceived: self._on_ping_ack,
-            h2.events.ConnectionTerminated: self._on_goaway,
-            h2.events.TrailersReceived: self._on_trailers,
-            h2.events.PushedStreamReceived: self._on_pushed,
+            events.ResponseReceived: self._on_response,
+            events.DataReceived: self._on_data,
+            events.StreamEnded: self._on_stream_ended,
+            events.StreamReset: self._on_stream_reset,
+            events.WindowUpdated: self._on_window_updated,
+            events.RemoteSettingsChanged: self._on_settings,
+            events.PingAckReceived: self._on_ping_ack,
+            events.ConnectionTerminated: self._on_goaway,
+            events.TrailersReceived: self._on_trailers,
+            events.PushedStreamReceived: self._on_pushed,
         }
 
     def __repr__(self) -> str:
@@ -475,7 +346,7 @@ class _Connection:
                     raise ConnectFailed(f"{pool.origin}: server did not negotiate HTTP/2 (ALPN {alpn!r})")
                 self.h2.initiate_connection()
                 # Servers must not push to us; a pushed stream would only cost memory.
-                self.h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+                self.h2.update_settings({self.b.SettingCodes.ENABLE_PUSH: 0})
                 writer.write(self.h2.data_to_send())
                 self._task = self.loop.create_task(self._read_loop(), name=f"h2-reader-{self.id}")
                 # Wait for the server's SETTINGS so the first burst respects its real
@@ -504,15 +375,15 @@ class _Connection:
         try:
             sid = h2c.get_next_available_stream_id()
             h2c.send_headers(sid, headers, end_stream=not body)
-        except h2.exceptions.NoAvailableStreamIDError:
+        except self.b.exceptions.NoAvailableStreamIDError:
             self._drain_locally("stream ids exhausted")
             return None
-        except h2.exceptions.TooManyStreamsError:
+        except self.b.exceptions.TooManyStreamsError:
             # h2 counts more open streams than we do: don't trust this connection's accounting.
             log.warning("%r: h2 refused a new stream; draining the connection", self)
             self._drain_locally("stream accounting mismatch")
             return None
-        except h2.exceptions.ProtocolError as exc:
+        except self.b.exceptions.ProtocolError as exc:
             raise httpx.LocalProtocolError(f"h2 rejected the request headers: {exc}") from exc
         stream = _Stream(sid, self.loop.create_future(), self._flush_gen)
         self.streams[sid] = stream
@@ -594,7 +465,7 @@ class _Connection:
         self._ping_payload = payload
         try:
             self.h2.ping(payload)
-        except h2.exceptions.ProtocolError:  # pragma: no cover - h2 already closed
+        except self.b.exceptions.ProtocolError:  # pragma: no cover - h2 already closed
             self._close("cannot send PING", abort=True)
             return
         self._flush()
@@ -606,7 +477,7 @@ class _Connection:
         self.pool.transport.stats.pings_failed += 1
         self._close(f"PING not answered within {self.pool.transport._ping_timeout}s", abort=True)
 
-    def _on_ping_ack(self, ev: h2.events.PingAckReceived) -> None:
+    def _on_ping_ack(self, ev: Any) -> None:
         if self._ping_payload is None or ev.ping_data != self._ping_payload:
             return
         self._ping_payload = None
@@ -648,7 +519,7 @@ class _Connection:
                 self._flush()
                 try:
                     events = h2c.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
+                except self.b.exceptions.ProtocolError as exc:
                     self._flush()  # h2 queued a GOAWAY for the peer
                     why = f"HTTP/2 protocol error from server: {exc}"
                     break
@@ -669,7 +540,7 @@ class _Connection:
 
     # ----------------------------------------------------------------- h2 events
 
-    def _on_response(self, ev: h2.events.ResponseReceived) -> None:
+    def _on_response(self, ev: Any) -> None:
         stream = self.streams.get(ev.stream_id)
         if stream is None:
             return
@@ -677,16 +548,23 @@ class _Connection:
         for name, value in ev.headers:
             if name[:1] == b":":
                 if name == b":status":
-                    stream.status = int(value)
+                    stream.status = int(value) if len(value) == 3 and value.isdigit() else -1
             else:
                 headers.append((name, value))
+        if not 200 <= stream.status <= 999:
+            # The library's inbound header checks are off (they were a tenth of a send's CPU): the
+            # one field we depend on is checked here. A garbled answer may still mean "processed".
+            self._reset(stream.sid, PROTOCOL_ERROR)
+            self._finish(stream, ConnectionLost(
+                f"malformed response on stream {stream.sid} (no valid :status); "
+                "the request may have been processed", goaway=self.goaway, stream_id=stream.sid))
 
-    def _on_trailers(self, ev: h2.events.TrailersReceived) -> None:
+    def _on_trailers(self, ev: Any) -> None:
         stream = self.streams.get(ev.stream_id)
         if stream is not None:
             stream.headers.extend((n, v) for n, v in ev.headers if n[:1] != b":")
 
-    def _on_data(self, ev: h2.events.DataReceived) -> None:
+    def _on_data(self, ev: Any) -> None:
         # Give the window back immediately: we buffer whole (small) responses anyway,
         # and a big response must never stall on an unacknowledged window.
         if ev.flow_controlled_length:
@@ -695,7 +573,7 @@ class _Connection:
         if stream is not None and ev.data:
             stream.chunks.append(ev.data)
 
-    def _on_stream_ended(self, ev: h2.events.StreamEnded) -> None:
+    def _on_stream_ended(self, ev: Any) -> None:
         stream = self.streams.get(ev.stream_id)
         if stream is None:
             return
@@ -708,7 +586,7 @@ class _Connection:
         self.answered += 1
         self._finish(stream, None)
 
-    def _on_stream_reset(self, ev: h2.events.StreamReset) -> None:
+    def _on_stream_reset(self, ev: Any) -> None:
         stream = self.streams.get(ev.stream_id)
         if ev.remote_reset:
             self.pool.transport.stats.resets += 1
@@ -720,27 +598,27 @@ class _Connection:
             self._finish(stream, StreamReset(int(ev.error_code), stream_id=stream.sid,
                                              goaway=self.goaway))
 
-    def _on_window_updated(self, ev: h2.events.WindowUpdated) -> None:
+    def _on_window_updated(self, ev: Any) -> None:
         if self._blocked:
             self._wake_blocked()
 
-    def _on_settings(self, ev: h2.events.RemoteSettingsChanged) -> None:
+    def _on_settings(self, ev: Any) -> None:
         changed = ev.changed_settings
         first = not self._settings_seen.done()
-        if first or h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+        if first or self.b.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
             old = self.max_streams
             # The live value; may go below the number of open streams (APNs drops to 1):
             # then no new stream is opened until enough have finished.
             self.max_streams = self.h2.remote_settings.max_concurrent_streams
             if self.state is _READY and self.max_streams > old:
                 self.pool.wake(self.max_streams - max(old, self.active))
-        if self._blocked and (h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed
-                              or h2.settings.SettingCodes.MAX_FRAME_SIZE in changed):
+        if self._blocked and (self.b.SettingCodes.INITIAL_WINDOW_SIZE in changed
+                              or self.b.SettingCodes.MAX_FRAME_SIZE in changed):
             self._wake_blocked()
         if first:
             self._settings_seen.set_result(None)
 
-    def _on_goaway(self, ev: h2.events.ConnectionTerminated) -> None:
+    def _on_goaway(self, ev: Any) -> None:
         goaway = GoAway(int(ev.error_code) if ev.error_code is not None else 0,
                         ev.last_stream_id if ev.last_stream_id is not None else 0,
                         bytes(ev.additional_data or b""))
@@ -766,7 +644,7 @@ class _Connection:
         if not self.streams:
             self._close("GOAWAY received and no streams left", abort=False)
 
-    def _on_pushed(self, ev: h2.events.PushedStreamReceived) -> None:  # pragma: no cover
+    def _on_pushed(self, ev: Any) -> None:  # pragma: no cover
         if ev.pushed_stream_id is not None:  # we disabled push; refuse it if it comes anyway
             self._reset(ev.pushed_stream_id, REFUSED_STREAM)
 
@@ -777,7 +655,7 @@ class _Connection:
             return
         try:
             self.h2.reset_stream(sid, code)
-        except h2.exceptions.H2Error:
+        except self.b.exceptions.H2Error:
             return  # already closed on the h2 side
         if self._flush_handle is None:
             self._flush_handle = self.loop.call_soon(self._flush)
@@ -877,7 +755,7 @@ class _Connection:
             try:
                 self.h2.close_connection()
                 self._flush()
-            except h2.exceptions.H2Error:
+            except self.b.exceptions.H2Error:
                 pass
         writer = self._writer
         self._close("transport closed", abort=False)
@@ -1079,6 +957,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         max_resends: int = 3,
         ping_after_idle: float = 60.0,
         ping_timeout: float = 5.0,
+        backend: str | H2Backend = "auto",
     ) -> None:
         if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
             raise ValueError("H2Transport requires an ssl_context that verifies the server "
@@ -1094,6 +973,9 @@ class H2Transport(httpx.AsyncBaseTransport):
         self._max_resends = max_resends
         self._ping_after_idle = ping_after_idle
         self._ping_timeout = ping_timeout
+        # The HTTP/2 library (``jh2`` or ``h2``, see push.h2backend); one per transport.
+        self.backend = backend if isinstance(backend, H2Backend) else load_backend(backend)
+        self._never = self.backend.never_indexed
         self._pools: dict[tuple[bytes, bytes, int | None], _Pool] = {}
         self._closed = False
         self.stats = TransportStats()
@@ -1197,18 +1079,18 @@ class H2Transport(httpx.AsyncBaseTransport):
         self._pools[(url.raw_scheme, url.raw_host, url.port)] = pool
         return pool
 
-    @staticmethod
-    def _headers(request: httpx.Request) -> list[tuple[bytes, bytes]]:
+    def _headers(self, request: httpx.Request) -> list[tuple[bytes, bytes]]:
         """HTTP/2 request headers, validated and normalised here once (h2's own pass is off)."""
         url = request.url
         authority = request.headers.get("host")
         if authority is None:
             authority = url.netloc.decode("ascii")
+        never = self._never
         headers: list[tuple[bytes, bytes]] = [
             (b":method", request.method.encode("ascii")),
             (b":scheme", b"https"),
             (b":authority", authority.encode("ascii")),
-            NeverIndexedHeaderTuple(b":path", url.raw_path),
+            never(b":path", url.raw_path),
         ]
         for name, value in request.headers.raw:
             name = name.lower()
@@ -1218,7 +1100,7 @@ class H2Transport(httpx.AsyncBaseTransport):
             if not name or _BAD_NAME(name) is not None or _BAD_VALUE(value) is not None:
                 raise httpx.LocalProtocolError(f"invalid header for HTTP/2: {name!r}")
             if name in _NEVER_INDEXED:
-                headers.append(NeverIndexedHeaderTuple(name, value))
+                headers.append(never(name, value))
             else:
                 headers.append((name, value))
         return headers
@@ -1231,6 +1113,21 @@ class H2Transport(httpx.AsyncBaseTransport):
         pools = list(self._pools.values())
         self._pools.clear()
         await asyncio.gather(*(p.aclose() for p in pools), return_exceptions=True)
+
+
+def transport_from_config(config: Any, ssl_context: ssl.SSLContext) -> H2Transport:
+    """The transport a provider client builds from a ``PushConfig`` when none is injected."""
+    from push.errors import ConfigError
+
+    try:
+        backend = load_backend(config.h2_backend)
+    except BackendUnavailable as exc:
+        raise ConfigError("PUSH_H2_BACKEND", str(exc)) from None
+    # While a health-check PING is pending no new stream starts on that connection, so the
+    # PING must not outlast the send deadline: a silently dead connection would otherwise
+    # fail every send (PoolTimeout) until it is given up.
+    return H2Transport(ssl_context=ssl_context, max_connections=config.max_connections,
+                       ping_timeout=min(5.0, config.stream_timeout / 2), backend=backend)
 
 
 # --------------------------------------------------------------------------- direct posts
@@ -1303,7 +1200,7 @@ class DirectPost:
         """The header block httpx + ``H2Transport._headers`` produce for this shape, and where values go."""
         try:
             sample = self._client.build_request("POST", "/x", content=b"x", headers=dict.fromkeys(names, "x"))
-            headers = H2Transport._headers(sample)
+            headers = self._transport._headers(sample)
         except Exception:  # noqa: BLE001 - the regular path raises the same error in the caller's flow
             return None
         path_at = length_at = -1
@@ -1316,7 +1213,7 @@ class DirectPost:
             elif name == b"content-length":
                 length_at = i
             elif name in wanted:
-                values.append((wanted.pop(name), i, name, isinstance(header, NeverIndexedHeaderTuple)))
+                values.append((wanted.pop(name), i, name, self._transport.backend.is_never_indexed(header)))
         if path_at < 0 or length_at < 0 or wanted:
             return None
         return _Template(headers, path_at, length_at, values)
@@ -1333,14 +1230,15 @@ class DirectPost:
         transport = self._transport
         if transport._closed:
             raise RuntimeError("H2Transport is closed")
+        never = transport._never
         block = template.headers.copy()
-        block[template.path_at] = NeverIndexedHeaderTuple(b":path", self._prefix + path[1:].encode("ascii"))
-        block[template.length_at] = NeverIndexedHeaderTuple(b"content-length", b"%d" % len(body))
-        for key, at, name, never in template.values:
+        block[template.path_at] = never(b":path", self._prefix + path[1:].encode("ascii"))
+        block[template.length_at] = never(b"content-length", b"%d" % len(body))
+        for key, at, name, is_never in template.values:
             value = headers[key].encode("ascii").strip()
             if _BAD_VALUE(value) is not None:
                 raise httpx.LocalProtocolError(f"invalid header for HTTP/2: {name!r}")
-            block[at] = NeverIndexedHeaderTuple(name, value) if never else (name, value)
+            block[at] = never(name, value) if is_never else (name, value)
         base = self._base
         pool = transport._pools.get((base.raw_scheme, base.raw_host, base.port))
         if pool is None:

@@ -37,12 +37,16 @@ from fixtures.keys import ApnsKey, apns_jwt
 from fixtures.scenarios import apns_token, ok_apns_token
 from fixtures.server import FakePushServer
 from fixtures.tls import TestPKI
+from push.config import PushConfig
+from push.errors import ConfigError
+from push.h2backend import available_backends, load_backend
 from push.transport import (
     ConnectFailed,
     ConnectionLost,
     H2Transport,
     ResendLimitExceeded,
     StreamReset,
+    transport_from_config,
 )
 
 pytestmark = pytest.mark.timeout(10)
@@ -774,6 +778,80 @@ def test_flow_control_large_request_and_response_bodies(ca: trustme.CA) -> None:
                 assert r3.content == big_response
             assert not server.protocol_errors
     run(main)
+
+
+# --------------------------------------------------------------------------- HTTP/2 backends
+
+
+def ca_context(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+def test_every_transport_in_this_module_runs_on_the_selected_backend(ca: trustme.CA, h2_backend: str) -> None:
+    assert h2_backend in ("h2", "jh2")  # the conftest parametrizes this module over both
+
+    async def main() -> None:
+        async with ScriptedServer(ca) as server:
+            client, transport = client_for(server)
+            async with client:
+                assert transport.backend.name == h2_backend
+                assert (await post(client, "b")).status_code == 200
+                conn = next(c for p in transport._pools.values() for c in p.conns)
+                assert type(conn.h2).__mro__[1].__module__ == f"{h2_backend}.connection"
+    run(main)
+
+
+def test_both_backends_are_installed() -> None:
+    # jh2 is a declared dependency: if it stopped importing, "auto" would quietly fall back to h2.
+    assert available_backends() == ["h2", "jh2"]
+    assert load_backend("auto").name == "jh2"
+
+
+def test_malformed_status_fails_only_that_stream(ca: trustme.CA) -> None:
+    # Inbound header validation is off for speed; the transport checks :status itself.
+    class Garbled(Behaviour):
+        def on_request(self, conn: ServerConn, req: Req) -> None:
+            conn.respond(req, status="2x0" if req.id.startswith("bad") else 200)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with ScriptedServer(ca, Garbled()) as server:
+            client, transport = client_for(server)
+            async with client:
+                results = await asyncio.gather(post(client, "ok1"), post(client, "bad1"), post(client, "ok2"),
+                                               return_exceptions=True)
+                assert [r.status_code for r in results if isinstance(r, httpx.Response)] == [200, 200]
+                err = results[1]
+                assert isinstance(err, ConnectionLost) and not isinstance(err, StreamReset)
+                assert "malformed response" in str(err) and err.may_have_been_processed
+                assert (await post(client, "ok3")).status_code == 200
+                assert transport.stats.connections_opened == 1  # the connection survived
+    run(main)
+
+
+@pytest.mark.parametrize("name", ["h2", "jh2"])
+def test_unannounced_peer_settings_take_rfc_defaults(name: str) -> None:
+    # Until (and unless) the server announces them, RFC 9113 §6.5.2's values apply. jh2's own
+    # defaults (6 MiB windows) made a >64 KiB body overrun a server that never announced its window.
+    backend = load_backend(name)
+    conn = backend.connection_class(type("Owner", (), {"active": 0})())
+    assert conn.remote_settings.initial_window_size == 65535
+    assert conn.remote_settings.header_table_size == 4096
+
+
+def test_unknown_backend_is_a_clear_error(ca: trustme.CA) -> None:
+    with pytest.raises(ValueError, match="unknown HTTP/2 backend 'nghttp2'"):
+        H2Transport(ssl_context=ca_context(ca), backend="nghttp2")
+    with pytest.raises(ConfigError) as err:
+        PushConfig(h2_backend="nghttp2")
+    assert err.value.setting == "PUSH_H2_BACKEND" and "auto, h2, jh2" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["h2", "jh2"])
+def test_config_picks_the_backend(ca: trustme.CA, name: str) -> None:
+    transport = transport_from_config(PushConfig(h2_backend=name), ca_context(ca))
+    assert transport.backend.name == name
 
 
 def test_private_ca_with_ca_environment_variables_pointing_elsewhere(
