@@ -46,6 +46,10 @@ class Notification:
     ttl: int | None = None  # seconds; the alternative to expiration
     collapse_id: str | None = None
     push_type: str = "alert"
+    # Computed once: analysis checks the size, the client sends the body. Neither depends on the
+    # clock (FCM's TTL does, so the FCM message itself is built at send time).
+    _apns_body: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _counted_size: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
@@ -135,6 +139,13 @@ class Notification:
         return self.app + APNS_PUSH_TYPES.get(self.push_type, "")
 
     def apns_body(self) -> bytes:
+        cached = self._apns_body
+        if cached is None:
+            cached = self._build_apns_body()
+            object.__setattr__(self, "_apns_body", cached)
+        return cached
+
+    def _build_apns_body(self) -> bytes:
         if self.payload is not None:
             body: dict[str, Any] = dict(self.payload)
         else:
@@ -175,9 +186,13 @@ class Notification:
         """(size in bytes, limit) of what the provider counts against its limit."""
         if self.platform == "apns":
             return len(self.apns_body()), self.apns_limit()
-        msg = self.fcm_message()
-        counted = {k: msg[k] for k in ("notification", "data") if k in msg}
-        return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode()), FCM_PAYLOAD_LIMIT
+        size = self._counted_size
+        if size is None:
+            msg = self.fcm_message()
+            counted = {k: msg[k] for k in ("notification", "data") if k in msg}
+            size = len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
+            object.__setattr__(self, "_counted_size", size)
+        return size, FCM_PAYLOAD_LIMIT
 
     def to_json(self) -> str:
         return json.dumps({
@@ -191,7 +206,7 @@ class Notification:
     def from_dict(cls, d: Mapping[str, Any], *, check_expiration: bool = True) -> "Notification":
         if not isinstance(d, Mapping):
             raise ValidationError("notification", f"must be an object, not {type(d).__name__}")
-        known = set(cls.__dataclass_fields__)
+        known = {name for name in cls.__dataclass_fields__ if not name.startswith("_")}
         unknown = set(d) - known
         if unknown:
             raise ValidationError(sorted(map(str, unknown))[0], f"unknown field; known fields: {', '.join(sorted(known))}")

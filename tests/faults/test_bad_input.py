@@ -131,6 +131,19 @@ def table_counts(engine):
                 for m in ALL_TABLES if m.__tablename__ not in ("qualification_rule",)}
 
 
+def test_cached_encodings_are_not_fields() -> None:
+    # The body/size caches are internal: not settable from input, not part of equality.
+    with pytest.raises(ValidationError) as err:
+        Notification.from_dict({"platform": "apns", "app": APP, "token": ok_apns_token(1), "_apns_body": "x"})
+    assert err.value.field == "_apns_body"
+    a = Notification(token=ok_apns_token(1), platform="apns", app=APP, title="t")
+    b = Notification(token=ok_apns_token(1), platform="apns", app=APP, title="t")
+    assert a.apns_body() is a.apns_body() and a == b and "_apns_body" not in repr(a)
+    assert json.loads(a.apns_body()) == {"aps": {"alert": {"title": "t"}}}
+    f = Notification(token=ok_fcm_token(1), platform="fcm", app=FCM_APP, title="t", data={"k": "v"})
+    assert f.payload_size() == f.payload_size() == (len(b'{"notification":{"title":"t"},"data":{"k":"v"}}'), 4096)
+
+
 def test_bad_item_in_a_batch_writes_nothing(db, fake_server, apns_key, service_account):
     engine, url = db
     cfg = make_config(fake_server, apns_key, service_account, url, chunk_size=50)

@@ -17,7 +17,7 @@ from push.notification import APNS_PUSH_TYPES, Notification
 from push.outcome_table import DEFAULT_TABLE
 from tests.faults.helpers import FIGURES
 
-FIELDS = {f.name for f in fields(Notification)} | {"notification"}
+FIELDS = {f.name for f in fields(Notification) if f.init} | {"notification"}
 NOW = datetime.now(timezone.utc)
 
 any_char = st.characters(exclude_categories=())  # surrogates and control characters included
