@@ -46,5 +46,7 @@ async def post_and_classify(provider: Provider, http: httpx.AsyncClient, direct:
             resp = await http.post(path, content=body, headers=headers)
     except httpx.TransportError as exc:
         return outcome_for_transport_error(provider, exc, table)
-    return classify(provider, status=resp.status_code, body=resp.content, headers=resp.headers, now=now(),
-                    table=table)
+    headers = resp.headers
+    # The clock is only read for an HTTP-date Retry-After.
+    return classify(provider, status=resp.status_code, body=resp.content, headers=headers,
+                    now=now() if "retry-after" in headers else None, table=table)

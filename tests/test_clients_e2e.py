@@ -69,7 +69,7 @@ FCM_EXPECTED = {
     "invalid_argument_payload": "fcm:INVALID_ARGUMENT", "apns_disabled": "fcm:apns:Unregistered",
     "apns_bad_device_token": "fcm:apns:BadDeviceToken", "apns_expired_token": "fcm:apns:ExpiredToken",
     "sender_id_mismatch": "fcm:SENDER_ID_MISMATCH", "quota_exceeded": "fcm:QUOTA_EXCEEDED",
-    "unavailable": "fcm:UNAVAILABLE", "internal": "fcm:INTERNAL", "third_party_auth_error": "fcm:THIRD_PARTY_AUTH_ERROR",
+    "unavailable": "fcm:UNAVAILABLE", "unavailable_http_date": "fcm:UNAVAILABLE", "internal": "fcm:INTERNAL", "third_party_auth_error": "fcm:THIRD_PARTY_AUTH_ERROR",
     "apns_auth_error": "fcm:APNS_AUTH_ERROR", "unspecified_error": "fcm:UNSPECIFIED_ERROR",
     "unknown_code": "fcm:error_code:*", "unauthenticated_no_fcm_error": "fcm:401:no_fcm_error",
     "permission_denied_no_fcm_error": "fcm:403:no_fcm_error", "not_found_no_fcm_error": "fcm:404:no_fcm_error",
@@ -124,6 +124,8 @@ def test_fcm_scenario(name, fake_server, fcm_cfg, service_account):
         assert out.provider_id.startswith(f"projects/{service_account.project_id}/messages/")
     if name == "quota_exceeded":
         assert out.retry_after == 30
+    if name == "unavailable_http_date":  # read against the clock, capped at 7 days
+        assert out.retry_after == 7 * 86400
 
 
 @pytest.mark.parametrize("kind", sorted(CONNECTION_EXPECTED))
