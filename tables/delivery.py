@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from tables import raw
 from tables.models import Delivery, DeliveryLog, ExclusionLog, LogStatus
-from tables.types import one_of
 
 DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
 DELIV = Delivery.__table__  # type: ignore[attr-defined]
@@ -43,14 +43,14 @@ def first_seq_of_keys(conn: Connection, delivery_id: str, keys: Iterable[Key]) -
     by_group: dict[tuple[str, str], list[str]] = {}
     for platform, app, token in keys:
         by_group.setdefault((platform, app), []).append(token)
+    m = raw.marker(conn)
     for (platform, app), tokens in by_group.items():
         for i in range(0, len(tokens), 900):
             part = tokens[i:i + 900]
-            rows = conn.execute(
-                sa.select(DLOG.c.token, sa.func.min(DLOG.c.seq))
-                .where(DLOG.c.delivery_id == delivery_id, DLOG.c.platform == platform, DLOG.c.app == app,
-                       one_of(conn, DLOG.c.token, part))
-                .group_by(DLOG.c.token)
+            rows = conn.exec_driver_sql(
+                f"SELECT token, min(seq) FROM {DLOG.name} WHERE delivery_id = {m} AND platform = {m} AND app = {m} "
+                f"AND {raw.one_of(conn, 'token', DLOG.c.token, len(part))} GROUP BY token",
+                (delivery_id, platform, app, *raw.one_of_params(conn, part)),
             )
             for token, seq in rows:
                 out[(platform, app, token)] = seq
@@ -62,14 +62,15 @@ def mark_launched(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> No
     if not seqs:
         return
     seqs = sorted(seqs)
+    m = raw.marker(conn)
     for i in range(0, len(seqs), 900):
-        conn.execute(
-            sa.update(DLOG)
-            .where(DLOG.c.delivery_id == delivery_id,
-                   # the range lets the planner probe (delivery_id, seq) instead of filtering every pending row
-                   DLOG.c.seq.between(seqs[i], seqs[min(i + 899, len(seqs) - 1)]),
-                   DLOG.c.seq.in_(seqs[i:i + 900]), DLOG.c.status == LogStatus.PENDING.value)
-            .values(attempts=DLOG.c.attempts + 1)
+        part = seqs[i:i + 900]
+        conn.exec_driver_sql(
+            f"UPDATE {DLOG.name} SET attempts = attempts + 1 WHERE delivery_id = {m} "
+            # the range lets the planner probe (delivery_id, seq) instead of filtering every pending row
+            f"AND seq BETWEEN {m} AND {m} AND {raw.one_of(conn, 'seq', DLOG.c.seq, len(part))} "
+            f"AND status = '{LogStatus.PENDING.value}'",
+            (delivery_id, part[0], part[-1], *raw.one_of_params(conn, part)),
         )
 
 

@@ -4,11 +4,11 @@ Every function takes an open ``Connection`` (or a ``Session``; its connection is
 used) and works inside the caller's transaction: nothing here commits. Use
 ``with engine.begin() as conn: ...``.
 
-Writes are executemany / multi-row statements (SQLAlchemy batches them into
-multi-row VALUES, and psycopg pipelines the rest); reads are a few ``IN``
-queries per chunk of keys. Keys are ``(platform, app, token)`` tuples. Lists of
-bound parameters are chunked below the dialect's limit (SQLite: 999 on old
-builds, 32766 on newer ones).
+The per-chunk statements of a delivery are pre-built SQL run through
+``tables.raw`` (one ``unnest`` statement per batch on PostgreSQL, an
+``executemany`` on SQLite); reads are a few ``IN`` queries per chunk of keys.
+Keys are ``(platform, app, token)`` tuples. Lists of bound parameters are
+chunked below the dialect's limit (SQLite: 999 on old builds, 32766 on newer ones).
 
 Times are aware UTC. ``now`` is injectable everywhere (tests, replays) and
 defaults to the current time.
@@ -55,7 +55,8 @@ from tables.models import (
     Quarantine,
     QuarantineReleaseLog,
 )
-from tables.types import one_of, require_aware, utc_now
+from tables import raw
+from tables.types import require_aware, utc_now
 
 Key = tuple[str, str, str]  # (platform, app, token)
 DB = Connection | Session
@@ -120,34 +121,23 @@ def _group_tokens(keys: Iterable[Key]) -> dict[tuple[str, str], list[str]]:
 
 
 def _select_by_keys(
-    conn: Connection, table: sa.Table, columns: Sequence[Any], keys: Iterable[Key], *, lock: bool = False
-) -> Iterator[sa.Row[Any]]:
+    conn: Connection, table: sa.Table, names: Sequence[str], keys: Iterable[Key], *, lock: bool = False,
+    computed: Sequence[str] = (),
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``table`` (aliased ``t``) for ``keys``: the ``names`` columns, then ``computed``
+    SQL expressions, as tuples with the columns' result processing applied."""
+    columns: list[sa.Column[Any] | None] = [table.c[n] for n in names]
+    columns += [None] * len(computed)
+    select = ", ".join([f"t.{n}" for n in names] + list(computed))
+    mark = raw.marker(conn)
     for (platform, app), tokens in _group_tokens(keys).items():
         for chunk in _chunks(tokens, _max_params(conn) - 2):
-            stmt = sa.select(*columns).where(
-                table.c.platform == platform, table.c.app == app, one_of(conn, table.c.token, chunk)
-            )
-            if lock and conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()  # SQLite: BEGIN IMMEDIATE already serializes writers
-            yield from conn.execute(stmt)
-
-
-def _executemany(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Run ``stmt`` for ``rows`` in batches and return how many rows it affected.
-
-    INSERTs get a RETURNING clause: SQLAlchemy then sends them as multi-row
-    ``VALUES`` ("insertmanyvalues", sized under the parameter limit), and the
-    returned rows are an exact count of what was inserted/upserted - the
-    driver's executemany rowcount is not reliable for INSERT (psycopg: -1).
-    """
-    total = 0
-    is_insert = isinstance(stmt, sa.Insert)
-    if is_insert:
-        stmt = stmt.returning(*stmt.table.primary_key.columns)
-    for chunk in _chunks(rows, ROW_BATCH):
-        result = conn.execute(stmt, list(chunk))
-        total += len(result.all()) if is_insert else max(result.rowcount, 0)
-    return total
+            sql = (f"SELECT {select} FROM {table.name} AS t WHERE t.platform = {mark} AND t.app = {mark} "
+                   f"AND {raw.one_of(conn, 't.token', table.c.token, len(chunk))}")
+            if lock and raw.is_pg(conn):
+                sql += " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE already serializes writers
+            found = conn.exec_driver_sql(sql, (platform, app, *raw.one_of_params(conn, chunk))).fetchall()
+            yield from raw.result_rows(conn, columns, found)
 
 
 def _key_of(row: Mapping[str, Any]) -> Key:
@@ -155,6 +145,9 @@ def _key_of(row: Mapping[str, Any]) -> Key:
 
 
 # --------------------------------------------------------------------------- subscriptions
+
+
+_SUB_COLUMNS = ("platform", "app", "token", "profile_id", "disabled", "registered_at", "created_at", "updated_at")
 
 
 def upsert_subscriptions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
@@ -167,29 +160,18 @@ def upsert_subscriptions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
     non-null one is given. Returns the number of rows inserted or changed.
     """
     c, ts = _conn(conn), _now(now)
-    latest: dict[Key, dict[str, Any]] = {}
+    latest: dict[Key, tuple[Any, ...]] = {}
     for row in rows:  # last row wins: one statement must not touch a key twice
-        platform, app, token = _key_of(row)
-        latest[(platform, app, token)] = {
-            "platform": platform,
-            "app": app,
-            "token": token,
-            "profile_id": row.get("profile_id"),
-            "disabled": False,
-            "registered_at": ts,
-            "created_at": ts,
-            "updated_at": ts,
-        }
+        key = _key_of(row)
+        latest[key] = (*key, row.get("profile_id"), False, ts, ts, ts)
     if not latest:
         return 0
-    ins = _insert(c, SUBS)
-    new_profile = sa.func.coalesce(ins.excluded.profile_id, SUBS.c.profile_id)
-    stmt = ins.on_conflict_do_update(
-        index_elements=["platform", "app", "token"],
-        set_={"profile_id": new_profile, "updated_at": ins.excluded.updated_at},
-        where=SUBS.c.profile_id.is_distinct_from(new_profile),  # skip no-op writes
-    )
-    return _executemany(c, stmt, list(latest.values()))
+    new_profile = f"COALESCE(excluded.profile_id, {SUBS.name}.profile_id)"
+    distinct = "IS DISTINCT FROM" if raw.is_pg(c) else "IS NOT"  # SQLite's spelling of the same
+    tail = (f"ON CONFLICT (platform, app, token) DO UPDATE SET profile_id = {new_profile}, "
+            f"updated_at = excluded.updated_at "
+            f"WHERE {SUBS.name}.profile_id {distinct} {new_profile}")  # skip no-op writes
+    return raw.insert_rows(c, SUBS, _SUB_COLUMNS, list(latest.values()), tail=tail, batch=ROW_BATCH)
 
 
 def register_token(
@@ -252,40 +234,33 @@ class AnalysisState:
 def load_analysis_state(conn: DB, keys: Iterable[Key]) -> dict[Key, AnalysisState]:
     """Subscription, quarantine and denylist facts for ``keys``, one entry per key.
 
-    Three set-based queries per (platform, app) group and parameter-limit chunk.
+    Two set-based queries per (platform, app) group and parameter-limit chunk:
+    subscriptions (with their profile's denylist entry) and quarantine rows.
     """
     c = _conn(conn)
     wanted = list(dict.fromkeys(keys))
-    subs: dict[Key, sa.Row[Any]] = {}
-    cols = [SUBS.c[n] for n in ("id", "platform", "app", "token", "profile_id", "disabled", "registered_at")]
-    for row in _select_by_keys(c, SUBS, cols, wanted):
-        subs[(row.platform, row.app, row.token)] = row
+    subs: dict[Key, tuple[Any, ...]] = {}
+    # A profile is denylisted per channel, and the channel is the subscription's platform.
+    denied = f"EXISTS (SELECT 1 FROM {DENY.name} AS d WHERE d.profile_id = t.profile_id AND d.channel = t.platform)"
+    for sub_id, platform, app, token, profile, disabled, registered_at, denylisted in _select_by_keys(
+        c, SUBS, ("id", "platform", "app", "token", "profile_id", "disabled", "registered_at"), wanted,
+        computed=(denied,),
+    ):
+        subs[(platform, app, token)] = (sub_id, profile, bool(disabled), registered_at, bool(denylisted))
     quarantine: dict[Key, QuarantineStatus] = {
-        (r.platform, r.app, r.token): QuarantineStatus(r.status)
-        for r in _select_by_keys(c, QUAR, (QUAR.c.platform, QUAR.c.app, QUAR.c.token, QUAR.c.status), wanted)
+        (platform, app, token): QuarantineStatus(status)
+        for platform, app, token, status in _select_by_keys(c, QUAR, ("platform", "app", "token", "status"), wanted)
     }
-    profiles_by_channel: dict[str, set[str]] = defaultdict(set)
-    for (platform, _app, _token), row in subs.items():
-        if row.profile_id is not None:
-            profiles_by_channel[platform].add(row.profile_id)
-    denied: set[tuple[str, str]] = set()
-    for channel, profiles in profiles_by_channel.items():
-        for chunk in _chunks(sorted(profiles), _max_params(c) - 1):
-            stmt = sa.select(DENY.c.profile_id).where(DENY.c.channel == channel, DENY.c.profile_id.in_(chunk))
-            denied.update((profile, channel) for profile in c.execute(stmt).scalars())
 
     result: dict[Key, AnalysisState] = {}
     for key in wanted:
         sub = subs.get(key)
-        profile = sub.profile_id if sub is not None else None
-        result[key] = AnalysisState(
-            subscription_id=sub.id if sub is not None else None,
-            profile_id=profile,
-            disabled=bool(sub.disabled) if sub is not None else False,
-            registered_at=sub.registered_at if sub is not None else None,
-            quarantine_status=quarantine.get(key),
-            denylisted=profile is not None and (profile, key[0]) in denied,
-        )
+        if sub is None:
+            result[key] = AnalysisState(None, None, False, None, quarantine.get(key), False)
+        else:
+            sub_id, profile, disabled, registered_at, denylisted = sub
+            result[key] = AnalysisState(sub_id, profile, disabled, registered_at, quarantine.get(key),
+                                        profile is not None and denylisted)
     return result
 
 
@@ -308,6 +283,17 @@ _LOG_OPTIONAL: dict[str, Any] = {
 }
 _LOG_KEYS = frozenset({"id", "delivery_id", "seq"})
 _LOG_UPDATABLE = frozenset(_LOG_OPTIONAL) | {"updated_at"}
+_LOG_ALLOWED = frozenset(_LOG_REQUIRED) | frozenset(_LOG_OPTIONAL) | {"created_at", "updated_at"}
+_LOG_FIELDS = (*_LOG_REQUIRED, *_LOG_OPTIONAL)
+_LOG_COLUMNS = (*_LOG_FIELDS, "created_at", "updated_at")
+_LOG_DEFAULTS = tuple(_LOG_OPTIONAL.items())
+# Per column, the value types ``_log_value`` returns unchanged: a chunk's rows skip the call.
+_NONE = type(None)
+_LOG_AS_IS: dict[str, frozenset[type]] = {
+    name: frozenset({str, _NONE} if name == "payload" else {int, _NONE} if name == "failure_reason"
+                    else {str, int, float, bool, datetime, _NONE})
+    for name in (*_LOG_FIELDS, "updated_at")
+}
 
 
 def _log_value(name: str, value: Any) -> Any:
@@ -319,6 +305,11 @@ def _log_value(name: str, value: Any) -> Any:
     return _v(value)
 
 
+def _log_values(names: Sequence[str], values: Iterable[Any]) -> list[Any]:
+    """``_log_value`` of each (name, value) pair."""
+    return [v if type(v) in _LOG_AS_IS[n] else _log_value(n, v) for n, v in zip(names, values)]
+
+
 def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
     """Insert log rows; rows whose (delivery_id, seq) exists are skipped (resume).
 
@@ -327,23 +318,18 @@ def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
     Returns how many rows were actually inserted.
     """
     c, ts = _conn(conn), _now(now)
-    prepared: list[dict[str, Any]] = []
+    prepared: list[tuple[Any, ...]] = []
     for row in rows:
-        missing = [k for k in _LOG_REQUIRED if row.get(k) is None]
-        if missing:
-            raise ValidationError(missing[0], "required for a delivery_log row")
-        unknown = set(row) - set(_LOG_REQUIRED) - set(_LOG_OPTIONAL) - {"created_at", "updated_at"}
+        values = [row.get(k) for k in _LOG_REQUIRED]
+        if None in values:
+            raise ValidationError(_LOG_REQUIRED[values.index(None)], "required for a delivery_log row")
+        unknown = row.keys() - _LOG_ALLOWED
         if unknown:
             raise ValidationError(sorted(unknown)[0], "not a delivery_log column")
-        item = {k: _log_value(k, row[k]) for k in _LOG_REQUIRED}
-        item.update({k: _log_value(k, row.get(k, default)) for k, default in _LOG_OPTIONAL.items()})
-        item["created_at"] = row.get("created_at", ts)
-        item["updated_at"] = row.get("updated_at", ts)
-        prepared.append(item)
-    if not prepared:
-        return 0
-    stmt = _insert(c, DLOG).on_conflict_do_nothing(index_elements=["delivery_id", "seq"])
-    return _executemany(c, stmt, prepared)
+        values += [row.get(k, default) for k, default in _LOG_DEFAULTS]
+        prepared.append((*_log_values(_LOG_FIELDS, values), row.get("created_at", ts), row.get("updated_at", ts)))
+    return raw.insert_rows(c, DLOG, _LOG_COLUMNS, prepared, tail="ON CONFLICT (delivery_id, seq) DO NOTHING",
+                           batch=ROW_BATCH)
 
 
 def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:
@@ -361,64 +347,32 @@ def update_delivery_logs(conn: DB, updates: Iterable[Mapping[str, Any]], *, now:
 
     Each mapping holds the identifying key(s) plus the columns to set (any
     delivery_log column except the keys). ``updated_at`` defaults to ``now``.
-    Updates with the same shape go out as one executemany. Returns rows updated.
+    Updates with the same shape go out together (one statement per batch on
+    PostgreSQL, one executemany on SQLite). Returns rows updated.
     """
     c, ts = _conn(conn), _now(now)
-    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    # (key columns, updated columns) -> rows of key values then new values, in that column order
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
     for update in updates:
         by_id = update.get("id") is not None
         if not by_id and (update.get("delivery_id") is None or update.get("seq") is None):
             raise ValidationError("id", "each update needs 'id' or both 'delivery_id' and 'seq'")
-        fields = {k: _log_value(k, v) for k, v in update.items() if k not in _LOG_KEYS}
-        bad = set(fields) - _LOG_UPDATABLE
+        names = tuple(sorted(update.keys() - _LOG_KEYS | {"updated_at"}))
+        bad = set(names) - _LOG_UPDATABLE
         if bad:
             raise ValidationError(sorted(bad)[0], "not an updatable delivery_log column")
-        fields.setdefault("updated_at", ts)
-        params = {f"v_{k}": v for k, v in fields.items()}
-        if by_id:
-            params["k_id"] = update["id"]
-        else:
-            params["k_delivery_id"], params["k_seq"] = update["delivery_id"], update["seq"]
-        groups[("id" if by_id else "seq", tuple(sorted(fields)))].append(params)
-
-    total = 0
-    for (by, names), params in groups.items():
-        if c.dialect.name == "postgresql":
-            total += _pg_update_logs(c, by, names, params)
-            continue
-        where = (
-            [DLOG.c.id == sa.bindparam("k_id")]
-            if by == "id"
-            else [DLOG.c.delivery_id == sa.bindparam("k_delivery_id"), DLOG.c.seq == sa.bindparam("k_seq")]
-        )
-        # bindparam names differ from column names: SQLAlchemy reserves those for SET.
-        stmt = sa.update(DLOG).where(*where).values({n: sa.bindparam(f"v_{n}") for n in names})
-        total += _executemany(c, stmt, params)
-    return total
-
-
-def _pg_update_logs(c: Connection, by: str, names: tuple[str, ...], params: Sequence[Mapping[str, Any]]) -> int:
-    """One ``UPDATE … FROM unnest(arrays)`` per batch: Postgres runs one statement, not one per row.
-
-    Each column travels as one typed array, so NULLs keep their type and the
-    statement text is the same for every batch (prepared once by psycopg).
-    """
-    keys = ("k_id",) if by == "id" else ("k_delivery_id", "k_seq")
-    key_cols = ("id",) if by == "id" else ("delivery_id", "seq")
-    cols = list(zip(keys, key_cols)) + [(f"v_{n}", n) for n in names]
-    types = [DLOG.c[col].type.compile(dialect=c.dialect) for _, col in cols]
-    arrays = ", ".join(f"CAST(:{p} AS {t}[])" for (p, _), t in zip(cols, types))
-    aliases = ", ".join(p for p, _ in cols)
-    sets = ", ".join(f"{n} = u.v_{n}" for n in names)
-    match = " AND ".join(f"d.{col} = u.{p}" for p, col in cols[: len(keys)])
-    stmt = sa.text(f"UPDATE delivery_log AS d SET {sets} FROM unnest({arrays}) AS u({aliases}) WHERE {match}")
-    total = 0
-    for chunk in _chunks(params, ROW_BATCH):
-        total += c.execute(stmt, {p: [row[p] for row in chunk] for p, _ in cols}).rowcount
-    return total
+        keys = (update["id"],) if by_id else (update["delivery_id"], update["seq"])
+        values = _log_values(names, [update.get("updated_at", ts) if n == "updated_at" else update[n] for n in names])
+        groups[(("id",) if by_id else ("delivery_id", "seq"), names)].append((*keys, *values))
+    return sum(raw.update_rows(c, DLOG, key_cols, names, params, batch=ROW_BATCH)
+               for (key_cols, names), params in groups.items())
 
 
 # --------------------------------------------------------------------------- exclusions
+
+
+_EXCL_COLUMNS = ("delivery_id", "subscription_id", "token", "platform", "app", "failure_reason", "reason_text",
+                 "source", "event_at", "created_at")
 
 
 def insert_exclusions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None) -> int:
@@ -431,7 +385,7 @@ def insert_exclusions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datet
     Returns how many rows were inserted.
     """
     c, ts = _conn(conn), _now(now)
-    prepared: list[dict[str, Any]] = []
+    prepared: list[tuple[Any, ...]] = []
     for row in rows:
         source = ExclusionSource(_v(row["source"]))
         if source is ExclusionSource.ANALYSIS and row.get("delivery_id") is None:
@@ -439,24 +393,20 @@ def insert_exclusions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datet
         job_keys = (row.get("subscription_id"), row.get("event_at"))
         if source is ExclusionSource.OPT_OUT_JOB and None in job_keys:
             raise ValidationError("event_at", "opt_out_job exclusions need subscription_id and event_at (disabled_at)")
-        prepared.append(
-            {
-                "delivery_id": row.get("delivery_id"),
-                "subscription_id": row.get("subscription_id"),
-                "token": row["token"],
-                "platform": _v(row["platform"]),
-                "app": row["app"],
-                "failure_reason": int(row["failure_reason"]),
-                "reason_text": row.get("reason_text"),
-                "source": source.value,
-                "event_at": row.get("event_at"),
-                "created_at": row.get("created_at", ts),
-            }
-        )
-    if not prepared:
-        return 0
+        prepared.append((
+            row.get("delivery_id"),
+            row.get("subscription_id"),
+            row["token"],
+            _v(row["platform"]),
+            row["app"],
+            int(row["failure_reason"]),
+            row.get("reason_text"),
+            source.value,
+            row.get("event_at"),
+            row.get("created_at", ts),
+        ))
     # No conflict target: either unique constraint (analysis or job) may apply.
-    return _executemany(c, _insert(c, EXCL).on_conflict_do_nothing(), prepared)
+    return raw.insert_rows(c, EXCL, _EXCL_COLUMNS, prepared, tail="ON CONFLICT DO NOTHING", batch=ROW_BATCH)
 
 
 # --------------------------------------------------------------------------- quarantine
@@ -473,54 +423,50 @@ _STATE_COLUMNS = (
 )
 
 
-def _state_from_row(row: Any) -> QuarantineState:
+_STATE_ROW = ("platform", "app", "token", *_STATE_COLUMNS, "updated_at")
+
+
+def _state_from_row(values: Sequence[Any]) -> QuarantineState:
+    """A state from the ``_STATE_COLUMNS`` values of a row, in that order."""
+    row = dict(zip(_STATE_COLUMNS, values))
     return QuarantineState(
-        status=QuarantineStatus(row.status),
-        error_count=row.error_count,
-        failure_type=FailureType(row.failure_type) if row.failure_type is not None else None,
-        failure_reason=FailureReason(row.failure_reason) if row.failure_reason is not None else None,
-        error_text=row.error_text,
-        provider_timestamp=row.provider_timestamp,
-        first_error_at=row.first_error_at,
-        last_error_at=row.last_error_at,
+        status=QuarantineStatus(row["status"]),
+        error_count=row["error_count"],
+        failure_type=FailureType(row["failure_type"]) if row["failure_type"] is not None else None,
+        failure_reason=FailureReason(row["failure_reason"]) if row["failure_reason"] is not None else None,
+        error_text=row["error_text"],
+        provider_timestamp=row["provider_timestamp"],
+        first_error_at=row["first_error_at"],
+        last_error_at=row["last_error_at"],
     )
 
 
-def _state_row(key: Key, state: QuarantineState, now: datetime) -> dict[str, Any]:
-    platform, app, token = key
-    return {
-        "platform": platform,
-        "app": app,
-        "token": token,
-        "status": state.status.value,
-        "error_count": state.error_count,
-        "failure_type": _v(state.failure_type),
-        "failure_reason": int(state.failure_reason) if state.failure_reason is not None else None,
-        "error_text": state.error_text,
-        "provider_timestamp": state.provider_timestamp,
-        "first_error_at": state.first_error_at,
-        "last_error_at": state.last_error_at,
-        "updated_at": now,
-    }
+def _state_row(key: Key, state: QuarantineState, now: datetime) -> tuple[Any, ...]:
+    """The ``_STATE_ROW`` values that store ``state`` for ``key``."""
+    return (
+        *key,
+        state.status.value,
+        state.error_count,
+        _v(state.failure_type),
+        int(state.failure_reason) if state.failure_reason is not None else None,
+        state.error_text,
+        state.provider_timestamp,
+        state.first_error_at,
+        state.last_error_at,
+        now,
+    )
 
 
 def load_quarantine_states(conn: DB, keys: Iterable[Key], *, for_update: bool = False) -> dict[Key, QuarantineState]:
     """Current quarantine state of the keys that have a row."""
-    c = _conn(conn)
-    cols = [QUAR.c.platform, QUAR.c.app, QUAR.c.token, *(QUAR.c[n] for n in _STATE_COLUMNS)]
-    found = _select_by_keys(c, QUAR, cols, keys, lock=for_update)
-    return {(r.platform, r.app, r.token): _state_from_row(r) for r in found}
+    found = _select_by_keys(_conn(conn), QUAR, ("platform", "app", "token", *_STATE_COLUMNS), keys, lock=for_update)
+    return {(r[0], r[1], r[2]): _state_from_row(r[3:]) for r in found}
 
 
-def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    ins = _insert(conn, QUAR)
-    stmt = ins.on_conflict_do_update(
-        index_elements=["platform", "app", "token"],
-        set_={name: ins.excluded[name] for name in (*_STATE_COLUMNS, "updated_at")},
-    )
-    _executemany(conn, stmt, rows)
+def _write_states(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    sets = ", ".join(f"{name} = excluded.{name}" for name in (*_STATE_COLUMNS, "updated_at"))
+    raw.insert_rows(conn, QUAR, _STATE_ROW, rows, tail=f"ON CONFLICT (platform, app, token) DO UPDATE SET {sets}",
+                    batch=ROW_BATCH)
 
 
 def apply_quarantine(
@@ -550,13 +496,13 @@ def apply_quarantine(
         if any(o.provider_timestamp is not None for o in ([value] if isinstance(value, Outcome) else value))
     ]
     registered: dict[Key, datetime] = {
-        (r.platform, r.app, r.token): r.registered_at
-        for r in _select_by_keys(
-            c, SUBS, (SUBS.c.platform, SUBS.c.app, SUBS.c.token, SUBS.c.registered_at), needs_registration
+        (platform, app, token): registered_at
+        for platform, app, token, registered_at in _select_by_keys(
+            c, SUBS, ("platform", "app", "token", "registered_at"), needs_registration
         )
     }
 
-    changed: list[dict[str, Any]] = []
+    changed: list[tuple[Any, ...]] = []
     entered = 0
     for key, value in outcomes_by_key.items():
         state, dirty, newly = states.get(key), False, False
@@ -587,9 +533,9 @@ def cleanup_quarantine(
     )
     if c.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    changed: list[dict[str, Any]] = []
+    changed: list[tuple[Any, ...]] = []
     for row in c.execute(stmt):
-        state = _state_from_row(row)
+        state = _state_from_row(row[3:])
         event = cleanup_event(state, now=ts, policy=policy)
         step = apply_event(state, event, now=ts, policy=policy) if event is not None else None
         if step is not None and step.state is not None:
@@ -661,20 +607,12 @@ def release_quarantine(
         return len(rows)
 
     label = released_by.strip() + " | " + ", ".join(f"{k}={_describe(v)}" for k, v in given.items())
-    _executemany(
+    raw.insert_rows(
         c,
-        sa.insert(RELOG),
-        [
-            {
-                "token": r.token,
-                "platform": r.platform,
-                "app": r.app,
-                "previous_status": r.status,
-                "released_by": label,
-                "created_at": ts,
-            }
-            for r in rows
-        ],
+        RELOG,
+        ("token", "platform", "app", "previous_status", "released_by", "created_at"),
+        [(r.token, r.platform, r.app, r.status, label, ts) for r in rows],
+        batch=ROW_BATCH,
     )
     # The target status and counter come from the one transition table.
     by_status: dict[str, list[int]] = defaultdict(list)
@@ -721,27 +659,15 @@ def bump_qualification_rules(
     if not counts:
         return 0
     rows = [
-        {
-            "provider": provider,
-            "normalized_text": normalized,
-            "first_text": first_text,
-            "occurrences": min(n, MAX_OCCURRENCES),
-            "status": RuleStatus.TO_QUALIFY.value,
-            "created_at": ts,
-            "updated_at": ts,
-        }
+        (provider, normalized, first_text, min(n, MAX_OCCURRENCES), RuleStatus.TO_QUALIFY.value, ts, ts)
         for (provider, normalized), (first_text, n) in counts.items()
     ]
-    ins = _insert(c, RULE)
-    total = RULE.c.occurrences + ins.excluded.occurrences
-    stmt = ins.on_conflict_do_update(
-        index_elements=["provider", "normalized_text"],
-        set_={
-            "occurrences": sa.case((total > MAX_OCCURRENCES, MAX_OCCURRENCES), else_=total),
-            "updated_at": ins.excluded.updated_at,
-        },
-    )
-    _executemany(c, stmt, rows)
+    total = f"{RULE.name}.occurrences + excluded.occurrences"
+    tail = (f"ON CONFLICT (provider, normalized_text) DO UPDATE SET "
+            f"occurrences = CASE WHEN {total} > {MAX_OCCURRENCES} THEN {MAX_OCCURRENCES} ELSE {total} END, "
+            f"updated_at = excluded.updated_at")
+    raw.insert_rows(c, RULE, ("provider", "normalized_text", "first_text", "occurrences", "status", "created_at",
+                              "updated_at"), rows, tail=tail, batch=ROW_BATCH)
     return len(rows)
 
 

@@ -9,11 +9,9 @@ never see a naive datetime coming back from the database.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 
@@ -57,10 +55,3 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return None if value is None else as_utc(value)
-
-
-def one_of(conn: sa.Connection, column: Any, values: Sequence[Any]) -> Any:
-    """``column IN values``; on Postgres as ``= ANY(array)``: one bound parameter instead of one per value."""
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
-    return column.in_(values)

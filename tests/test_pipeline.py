@@ -279,3 +279,22 @@ def test_failures_feed_qualification_rules(engine, cfg, clock):
         rules = store.load_qualification_rules(c, provider="apns")
     rule = rules[("apns", "APNs 400 BadDeviceToken")]
     assert rule.occurrences == 3 and rule.first_text == "APNs 400 BadDeviceToken"
+
+
+def test_provider_and_ignored_outcomes_skip_the_quarantine_lookup(engine, cfg, clock, monkeypatch):
+    """Provider-scoped and ignored/undefined outcomes never reach the quarantine lookup; token ones do."""
+    seen = []
+    real = store.apply_quarantine
+
+    def spy(conn, outcomes_by_key, **kw):
+        seen.append(set(outcomes_by_key))
+        return real(conn, outcomes_by_key, **kw)
+
+    monkeypatch.setattr(store, "apply_quarantine", spy)
+    busy = [apns_token("service_unavailable", i) for i in range(3)] + [fcm_token("unavailable", 1)]
+    run([N(t) for t in busy[:3]] + [N(busy[3], "fcm")], cfg, engine, clock, senders(), "busy")
+    assert seen == [] and quarantine_rows(engine) == {}
+    soft = apns_token("bad_device_token", 3)
+    run([N(busy[0]), N(soft), N(ok_apns_token(5))], cfg, engine, clock, senders(), "mixed")
+    assert set().union(*seen) == {("apns", APP, soft), ("apns", APP, ok_apns_token(5))}
+    assert quarantine_rows(engine)[soft].status == "with_errors"
