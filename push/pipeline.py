@@ -9,8 +9,11 @@ resent: at most once beats a duplicate push). A send's concurrency slot is only
 freed once its outcome is written, so one crash leaves at most two launch
 blocks (``2 × PUSH_CONCURRENCY``) in that state.
 
-All database work runs on one worker thread, so the event loop only waits on
-the network, and SQLite never sees two writers from one process.
+Database work runs off the event loop, so the loop only waits on the network:
+on one worker thread for SQLite (one writer per process), and on Postgres on
+two, each with its own connection: chunk analysis on one, launch marks and
+outcomes on the other, so analysing the next chunk (done while the current one
+is being sent) never holds up the outcome writes that free concurrency slots.
 """
 
 from __future__ import annotations
@@ -195,15 +198,26 @@ class Pipeline:
         self._progress = progress
         self._policy = quarantine_policy(config)
         self._exec = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-db")
+        # Analysis and outcome writes touch different rows (new seqs vs sent ones), so on Postgres they
+        # run side by side; SQLite serializes writers anyway.
+        self._analysis_exec = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-db-analysis")
+            if engine.dialect.name == "postgresql" else self._exec)
         self._rules: dict[tuple[str, str], QualificationRule] = {}
         self._results: asyncio.Queue[tuple[Any, ...] | None] | None = None
         self.quarantined_after = 0
 
     # ---- plumbing --------------------------------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return await self._on(self._exec, partial(fn, *args, **kw))
+
+    async def db_analysis(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._on(self._analysis_exec, partial(fn, *args))
+
+    async def _on(self, executor: concurrent.futures.Executor, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._exec, partial(fn, *args, **kw))
+            return await loop.run_in_executor(executor, call)
         except StorageError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated at this one boundary
@@ -235,6 +249,7 @@ class Pipeline:
         for c in self._owned:
             await c.aclose()
         self._exec.shutdown(wait=True)
+        self._analysis_exec.shutdown(wait=True)
 
     async def load_rules(self) -> None:
         def _load() -> dict[tuple[str, str], QualificationRule]:
@@ -575,10 +590,28 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
             await pipe.db(d.launch, refs)
 
         async def analysed() -> AsyncIterator[Job]:
-            for chunk in chain(first, chunks):
+            # One chunk is analysed ahead, while the one before it is being sent: the sender never
+            # waits for an analysis. Its rows are written 'pending' with attempts 0, so if the run
+            # stops first they are simply sent on resume.
+            source = chain(first, chunks)
+
+            def ahead() -> asyncio.Future[list[Job]] | None:
+                chunk = next(source, None)
+                if chunk is None:
+                    return None
                 _check(chunk)
-                for job in await pipe.db(d.analyse, chunk):
-                    yield job
+                return asyncio.ensure_future(pipe.db_analysis(d.analyse, chunk))
+
+            task = ahead()
+            try:
+                while task is not None:
+                    jobs = await task
+                    task = ahead()
+                    for job in jobs:
+                        yield job
+            finally:
+                if task is not None:  # stopping early: let the analysis finish, its rows stay resumable
+                    await asyncio.gather(task, return_exceptions=True)
 
         await pipe.send_many(analysed(), launch, d.record)
 

@@ -298,3 +298,32 @@ def test_provider_and_ignored_outcomes_skip_the_quarantine_lookup(engine, cfg, c
     run([N(busy[0]), N(soft), N(ok_apns_token(5))], cfg, engine, clock, senders(), "mixed")
     assert set().union(*seen) == {("apns", APP, soft), ("apns", APP, ok_apns_token(5))}
     assert quarantine_rows(engine)[soft].status == "with_errors"
+
+
+class WaitForNextChunkSender(ScriptedSender):
+    """Holds its first send until the next chunk's rows are in the database."""
+
+    def __init__(self, engine, delivery: str, first_seq_of_next_chunk: int):
+        super().__init__("apns")
+        self.engine, self.delivery, self.next_seq = engine, delivery, first_seq_of_next_chunk
+        self.saw_next_chunk = False
+
+    async def send(self, n, **kw):
+        if not self.sent:
+            for _ in range(500):
+                if any(seq >= self.next_seq for seq in logs(self.engine, self.delivery)):
+                    self.saw_next_chunk = True
+                    break
+                await asyncio.sleep(0.01)
+        return await super().send(n, **kw)
+
+
+def test_next_chunk_is_analysed_while_the_current_one_is_sent(engine, clock):
+    # Concurrency below the chunk size: the sender loop is stuck in the first chunk while the first
+    # send is held, so the second chunk's rows can only appear if it is analysed ahead.
+    cfg = PushConfig(concurrency=2, chunk_size=10)
+    sender = WaitForNextChunkSender(engine, "ahead-1", 10)
+    rep = run((N(ok_apns_token(i)) for i in range(25)), cfg, engine, clock, {"apns": sender}, "ahead-1")
+    assert sender.saw_next_chunk
+    assert rep.sent == 25 and sum(sender.sent.values()) == 25
+    assert sorted(logs(engine, "ahead-1")) == list(range(25))
