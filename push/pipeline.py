@@ -424,7 +424,7 @@ class _Delivery:
         validity = now + timedelta(seconds=self.cfg.validity_seconds)
         return min(validity, n.expiration) if n.expiration else validity
 
-    # runs on the DB thread
+    # runs on a database thread (the analysis one on Postgres)
     def analyse(self, items: list[tuple[int, Notification]]) -> list[tuple[tuple[str, int], Notification, int]]:
         now = self.pipe.clock.now()
         with self.pipe.engine.begin() as conn:
