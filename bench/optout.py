@@ -33,12 +33,14 @@ from push.clock import FakeClock
 from push.config import PushConfig
 from tables.engine import make_engine
 from tables.migrate import upgrade
-from tables.models import AppSubscription, ExclusionLog, ExclusionSource, Quarantine
+from tables.models import (
+    EXCL,
+    QUAR,
+    SUBS,
+    ExclusionSource,
+)
 from tables.types import UTCDateTime
 
-SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
-EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
-QUAR = Quarantine.__table__  # type: ignore[attr-defined]
 BASE = datetime(2026, 3, 1, tzinfo=timezone.utc)
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -12,9 +12,7 @@ from push.clock import Clock, SystemClock
 from push.errors import ValidationError
 from push.notification import Notification
 from tables import store
-from tables.models import Denylist
-
-DENY = Denylist.__table__  # type: ignore[attr-defined]
+from tables.models import DENY
 
 
 def register_tokens(engine: Engine, registrations: Iterable[Mapping[str, str | None]], *,

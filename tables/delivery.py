@@ -10,11 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from tables import raw
-from tables.models import Delivery, DeliveryLog, ExclusionLog, LogStatus
+from tables.models import (
+    DELIV,
+    DLOG,
+    EXCL,
+    LogStatus,
+)
 
-DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
-DELIV = Delivery.__table__  # type: ignore[attr-defined]
-EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
 Key = tuple[str, str, str]
 
 

@@ -19,26 +19,18 @@ from push.outcomes import FailureReason, FailureType
 from push.qualification import MAX_OCCURRENCES
 from push.quarantine import QuarantineStatus
 from tables.models import (
-    AppSubscription,
-    DeliveryLog,
-    ExclusionLog,
-    JobLock,
-    JobRun,
+    DLOG,
+    EXCL,
+    LOCKS,
+    QUAR,
+    RULE,
+    RUNS,
+    SUBS,
     JobStatus,
     LogStatus,
-    QualificationRuleRow,
-    Quarantine,
 )
 from tables.store import _insert
 from tables.types import as_utc
-
-SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
-QUAR = Quarantine.__table__  # type: ignore[attr-defined]
-DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
-EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
-RULE = QualificationRuleRow.__table__  # type: ignore[attr-defined]
-RUN = JobRun.__table__  # type: ignore[attr-defined]
-LOCK = JobLock.__table__  # type: ignore[attr-defined]
 
 # Pass-through type: a timestamp read this way comes back exactly as stored
 # (text on SQLite, timestamptz on PostgreSQL) and binds back unchanged. Keyset
@@ -64,7 +56,7 @@ def _as_datetime(raw: Any) -> datetime:
 
 
 def start_run(conn: Connection, job: str, started_at: datetime) -> int:
-    stmt = sa.insert(RUN).values(job=job, started_at=started_at, status=JobStatus.RUNNING.value).returning(RUN.c.id)
+    stmt = sa.insert(RUNS).values(job=job, started_at=started_at, status=JobStatus.RUNNING.value).returning(RUNS.c.id)
     return int(conn.execute(stmt).scalar_one())
 
 
@@ -80,8 +72,8 @@ def finish_run(
     watermark: datetime | None = None,
 ) -> None:
     conn.execute(
-        sa.update(RUN)
-        .where(RUN.c.id == run_id)
+        sa.update(RUNS)
+        .where(RUNS.c.id == run_id)
         .values(
             status=status.value,
             finished_at=finished_at,
@@ -96,16 +88,16 @@ def finish_run(
 def last_ok_watermark(conn: Connection, job: str) -> datetime | None:
     """Watermark of the latest successful run of ``job`` that recorded one."""
     stmt = (
-        sa.select(RUN.c.watermark)
-        .where(RUN.c.job == job, RUN.c.status == JobStatus.OK.value, RUN.c.watermark.is_not(None))
-        .order_by(RUN.c.started_at.desc(), RUN.c.id.desc())
+        sa.select(RUNS.c.watermark)
+        .where(RUNS.c.job == job, RUNS.c.status == JobStatus.OK.value, RUNS.c.watermark.is_not(None))
+        .order_by(RUNS.c.started_at.desc(), RUNS.c.id.desc())
         .limit(1)
     )
     return conn.execute(stmt).scalar_one_or_none()
 
 
 def last_ok_start(conn: Connection, job: str) -> datetime | None:
-    stmt = sa.select(sa.func.max(RUN.c.started_at)).where(RUN.c.job == job, RUN.c.status == JobStatus.OK.value)
+    stmt = sa.select(sa.func.max(RUNS.c.started_at)).where(RUNS.c.job == job, RUNS.c.status == JobStatus.OK.value)
     value = conn.execute(stmt).scalar_one_or_none()
     # max() loses the column type on some backends; normalise to aware UTC.
     return None if value is None else _as_datetime(value)
@@ -114,8 +106,8 @@ def last_ok_start(conn: Connection, job: str) -> datetime | None:
 def abandon_running(conn: Connection, job: str, now: datetime, reason: str) -> int:
     """Close ``running`` rows left by a process that died mid-run (call under the job lock)."""
     stmt = (
-        sa.update(RUN)
-        .where(RUN.c.job == job, RUN.c.status == JobStatus.RUNNING.value)
+        sa.update(RUNS)
+        .where(RUNS.c.job == job, RUNS.c.status == JobStatus.RUNNING.value)
         .values(status=JobStatus.ERROR.value, finished_at=now, error=reason)
     )
     return max(conn.execute(stmt).rowcount, 0)
@@ -126,24 +118,24 @@ def abandon_running(conn: Connection, job: str, now: datetime, reason: str) -> i
 
 def take_lock_row(conn: Connection, job: str, holder: str, now: datetime, expires_at: datetime) -> bool:
     """Insert the lock row, or take it over if it has expired. True when we hold it."""
-    ins = _insert(conn, LOCK).values(job=job, holder=holder, acquired_at=now, expires_at=expires_at)
+    ins = _insert(conn, LOCKS).values(job=job, holder=holder, acquired_at=now, expires_at=expires_at)
     stmt = ins.on_conflict_do_update(
         index_elements=["job"],
         set_={"holder": ins.excluded.holder, "acquired_at": ins.excluded.acquired_at,
               "expires_at": ins.excluded.expires_at},
-        where=LOCK.c.expires_at < now,
-    ).returning(LOCK.c.holder)
+        where=LOCKS.c.expires_at < now,
+    ).returning(LOCKS.c.holder)
     return conn.execute(stmt).scalar_one_or_none() == holder
 
 
 def refresh_lock_row(conn: Connection, job: str, holder: str, expires_at: datetime) -> bool:
     """Extend our lock; False when it is no longer ours (it expired and was taken over)."""
-    stmt = sa.update(LOCK).where(LOCK.c.job == job, LOCK.c.holder == holder).values(expires_at=expires_at)
+    stmt = sa.update(LOCKS).where(LOCKS.c.job == job, LOCKS.c.holder == holder).values(expires_at=expires_at)
     return conn.execute(stmt).rowcount == 1
 
 
 def release_lock_row(conn: Connection, job: str, holder: str) -> None:
-    conn.execute(sa.delete(LOCK).where(LOCK.c.job == job, LOCK.c.holder == holder))
+    conn.execute(sa.delete(LOCKS).where(LOCKS.c.job == job, LOCKS.c.holder == holder))
 
 
 # --------------------------------------------------------------------------- opt-out

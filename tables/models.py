@@ -345,3 +345,15 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     JobLock,
 )
 TABLE_NAMES: frozenset[str] = frozenset(m.__tablename__ for m in ALL_TABLES)  # type: ignore[misc]
+
+# The Core tables behind the models, for the SQL that bypasses the ORM (bulk statements, raw SQL).
+SUBS: sa.Table = AppSubscription.__table__  # type: ignore[attr-defined]
+QUAR: sa.Table = Quarantine.__table__  # type: ignore[attr-defined]
+DENY: sa.Table = Denylist.__table__  # type: ignore[attr-defined]
+DELIV: sa.Table = Delivery.__table__  # type: ignore[attr-defined]
+DLOG: sa.Table = DeliveryLog.__table__  # type: ignore[attr-defined]
+EXCL: sa.Table = ExclusionLog.__table__  # type: ignore[attr-defined]
+RULE: sa.Table = QualificationRuleRow.__table__  # type: ignore[attr-defined]
+RELOG: sa.Table = QuarantineReleaseLog.__table__  # type: ignore[attr-defined]
+RUNS: sa.Table = JobRun.__table__  # type: ignore[attr-defined]
+LOCKS: sa.Table = JobLock.__table__  # type: ignore[attr-defined]

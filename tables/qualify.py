@@ -9,9 +9,7 @@ from sqlalchemy import Connection
 
 from push.outcomes import FailureReason, FailureType
 from push.qualification import normalize_error_text
-from tables.models import QualificationRuleRow
-
-RULE = QualificationRuleRow.__table__  # type: ignore[attr-defined]
+from tables.models import RULE
 
 
 def qualify_rule(conn: Connection, *, provider: str, text: str, status: str, failure_type: FailureType | None,

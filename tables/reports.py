@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from push.outcomes import FailureReason
-from tables.models import (AppSubscription, DeliveryLog, ExclusionLog, Quarantine, QuarantineReleaseLog)
-
-SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
-QUAR = Quarantine.__table__  # type: ignore[attr-defined]
-DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
-EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
-RELOG = QuarantineReleaseLog.__table__  # type: ignore[attr-defined]
+from tables.models import (
+    DLOG,
+    EXCL,
+    QUAR,
+    RELOG,
+    SUBS,
+)
 
 
 def reason_label(reason: int | None) -> str:

@@ -44,18 +44,18 @@ from push.quarantine import (
     cleanup_event,
     decide,
 )
+from tables import raw
 from tables.models import (
-    AppSubscription,
-    Denylist,
-    DeliveryLog,
-    ExclusionLog,
+    DENY,
+    DLOG,
+    EXCL,
+    QUAR,
+    RELOG,
+    RULE,
+    SUBS,
     ExclusionSource,
     LogStatus,
-    QualificationRuleRow,
-    Quarantine,
-    QuarantineReleaseLog,
 )
-from tables import raw
 from tables.types import require_aware, utc_now
 
 Key = tuple[str, str, str]  # (platform, app, token)
@@ -65,13 +65,6 @@ T = TypeVar("T")
 ROW_BATCH = 1_000  # rows per executemany call: bounds memory, not correctness
 NORMALIZED_TEXT_MAX = 1_024  # qualification_rule.normalized_text column length
 
-SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
-QUAR = Quarantine.__table__  # type: ignore[attr-defined]
-DENY = Denylist.__table__  # type: ignore[attr-defined]
-DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
-EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
-RULE = QualificationRuleRow.__table__  # type: ignore[attr-defined]
-RELOG = QuarantineReleaseLog.__table__  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -334,7 +327,9 @@ def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
 
 def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:
     """``seq -> status`` for the rows of ``delivery_id`` already written in ``seq_range``."""
-    from tables.delivery import log_states  # tables.delivery imports nothing from here; kept lazy all the same
+    from tables.delivery import (
+        log_states,  # tables.delivery imports nothing from here; kept lazy all the same
+    )
 
     if not seq_range:
         return {}

@@ -14,14 +14,15 @@ from sqlalchemy.engine import Engine
 from jobs.cleanup import run_cleanup
 from push.clock import FakeClock
 from push.config import PushConfig
-from tables.models import Delivery, DeliveryLog, ExclusionLog, JobRun, QualificationRuleRow, Quarantine
+from tables.models import (
+    DELIV,
+    DLOG,
+    EXCL,
+    QUAR,
+    RULE,
+    RUNS,
+)
 
-QUAR = Quarantine.__table__
-DELIV = Delivery.__table__
-DLOG = DeliveryLog.__table__
-EXCL = ExclusionLog.__table__
-RULE = QualificationRuleRow.__table__
-RUNS = JobRun.__table__
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 APP = "com.example.app"
 

@@ -15,12 +15,13 @@ from push.classify import classify
 from push.clock import FakeClock
 from push.config import PushConfig
 from tables import store
-from tables.models import AppSubscription, ExclusionLog, JobRun, Quarantine
+from tables.models import (
+    EXCL,
+    QUAR,
+    RUNS,
+    SUBS,
+)
 
-SUBS = AppSubscription.__table__
-QUAR = Quarantine.__table__
-EXCL = ExclusionLog.__table__
-RUNS = JobRun.__table__
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 APP = "com.example.app"
 

@@ -23,13 +23,10 @@ from push.config import PushConfig
 from push.notification import Notification
 from push.pipeline import asend_batch
 from tables.engine import make_engine
-from tables.models import DeliveryLog, JobLock, JobRun
+from tables.models import DLOG, LOCKS, RUNS
 from tests.pipeline_helpers import ScriptedSender
 from tests.test_jobs_optout import dead
 
-RUNS = JobRun.__table__
-LOCKS = JobLock.__table__
-DLOG = DeliveryLog.__table__
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 WAIT = 10  # seconds: bound on every wait for another thread; never reached when things work
 

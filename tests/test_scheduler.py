@@ -27,11 +27,9 @@ from push.clock import FakeClock
 from push.config import PushConfig
 from tables import store
 from tables.engine import make_engine
-from tables.models import AppSubscription, JobRun
+from tables.models import RUNS, SUBS
 from tests.test_jobs_optout import dead
 
-RUNS = JobRun.__table__
-SUBS = AppSubscription.__table__
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 WAIT = 20.0  # upper bound on any wait below; a healthy run needs a few seconds

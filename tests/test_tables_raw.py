@@ -12,12 +12,13 @@ from sqlalchemy import Connection
 
 from tables import delivery as dq
 from tables import raw, store
-from tables.models import AppSubscription, Delivery, DeliveryLog, LogStatus
+from tables.models import (
+    DELIV,
+    DLOG,
+    LogStatus,
+)
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
-DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
-SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
-DELIV = Delivery.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -16,26 +16,18 @@ from push.qualification import RuleStatus
 from push.quarantine import QuarantinePolicy, QuarantineStatus
 from tables import store
 from tables.models import (
-    AppSubscription,
-    Delivery,
-    DeliveryLog,
-    Denylist,
-    ExclusionLog,
+    DELIV,
+    DENY,
+    DLOG,
+    EXCL,
+    QUAR,
+    RELOG,
+    RULE,
+    SUBS,
     LogStatus,
-    QualificationRuleRow,
-    Quarantine,
-    QuarantineReleaseLog,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
-SUBS = AppSubscription.__table__  # type: ignore[attr-defined]
-QUAR = Quarantine.__table__  # type: ignore[attr-defined]
-DLOG = DeliveryLog.__table__  # type: ignore[attr-defined]
-EXCL = ExclusionLog.__table__  # type: ignore[attr-defined]
-RULE = QualificationRuleRow.__table__  # type: ignore[attr-defined]
-RELOG = QuarantineReleaseLog.__table__  # type: ignore[attr-defined]
-DENY = Denylist.__table__  # type: ignore[attr-defined]
-DELIV = Delivery.__table__  # type: ignore[attr-defined]
 
 
 def rows(conn: Connection, table: sa.Table, order: Any = None) -> list[dict[str, Any]]:
