@@ -22,9 +22,8 @@ import logging
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-BackendName = Literal["auto", "h2", "jh2"]
 BACKENDS: tuple[str, ...] = ("auto", "h2", "jh2")
 # What ``auto`` tries, in order. The test suite narrows it to one backend to run the transport,
 # client and fault tests once per backend.
