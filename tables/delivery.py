@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from tables import raw
+from tables import raw, store
 from tables.models import (
     DELIV,
     DLOG,
@@ -41,22 +41,10 @@ def log_states(conn: Connection, delivery_id: str, low: int, high: int) -> dict[
 
 def first_seq_of_keys(conn: Connection, delivery_id: str, keys: Iterable[Key]) -> dict[Key, int]:
     """The lowest seq already logged in this delivery for each key (for duplicate detection)."""
-    out: dict[Key, int] = {}
-    by_group: dict[tuple[str, str], list[str]] = {}
-    for platform, app, token in keys:
-        by_group.setdefault((platform, app), []).append(token)
-    m = raw.marker(conn)
-    for (platform, app), tokens in by_group.items():
-        for i in range(0, len(tokens), 900):
-            part = tokens[i:i + 900]
-            rows = conn.exec_driver_sql(
-                f"SELECT token, min(seq) FROM {DLOG.name} WHERE delivery_id = {m} AND platform = {m} AND app = {m} "
-                f"AND {raw.one_of(conn, 'token', DLOG.c.token, len(part))} GROUP BY token",
-                (delivery_id, platform, app, *raw.one_of_params(conn, part)),
-            )
-            for token, seq in rows:
-                out[(platform, app, token)] = seq
-    return out
+    rows = store.select_by_keys(conn, DLOG, ("platform", "app", "token"), keys, computed=("min(t.seq)",),
+                                where=f"t.delivery_id = {raw.marker(conn)}", params=(delivery_id,),
+                                tail="GROUP BY t.platform, t.app, t.token")
+    return {(platform, app, token): int(seq) for platform, app, token, seq in rows}
 
 
 def mark_launched(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 Processor = Callable[[Any], Any]
+T = TypeVar("T")
 _UNSIZED = re.compile(r"\(\d+(?:,\s*\d+)?\)")  # VARCHAR(64) -> VARCHAR
 _BIND: dict[tuple[str, str, str, str], Processor | None] = {}
 _RESULT: dict[tuple[str, str, str, str], Processor | None] = {}
@@ -123,7 +124,8 @@ def result_rows(conn: Connection, columns: Sequence[sa.Column[Any] | None], rows
         yield tuple(items)
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size`` (at least 1)."""
     size = max(1, size)
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -147,7 +149,7 @@ def _run_batches(conn: Connection, key: tuple[Any, ...], build: Callable[[tuple[
     """
     pg = is_pg(conn)
     total = 0
-    for chunk in _chunks(rows, batch):
+    for chunk in chunks(rows, batch):
         try:
             values = bind_columns(conn, columns, list(zip(*chunk)))
         except (TypeError, ValueError) as exc:  # e.g. a naive datetime: the error Core raises for it

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -60,7 +60,6 @@ from tables.types import require_aware, utc_now
 
 Key = tuple[str, str, str]  # (platform, app, token)
 DB = Connection | Session
-T = TypeVar("T")
 
 ROW_BATCH = 1_000  # rows per executemany call: bounds memory, not correctness
 NORMALIZED_TEXT_MAX = 1_024  # qualification_rule.normalized_text column length
@@ -88,12 +87,6 @@ def _max_params(conn: Connection) -> int:
     return int(getattr(conn.dialect, "insertmanyvalues_max_parameters", 999))
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    size = max(1, size)
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _v(value: Any) -> Any:
     """Enum -> its value; psycopg would otherwise dump some enums by *name*."""
     return value.value if isinstance(value, enum.Enum) else value
@@ -113,23 +106,30 @@ def _group_tokens(keys: Iterable[Key]) -> dict[tuple[str, str], list[str]]:
     return groups
 
 
-def _select_by_keys(
+def select_by_keys(
     conn: Connection, table: sa.Table, names: Sequence[str], keys: Iterable[Key], *, lock: bool = False,
-    computed: Sequence[str] = (),
+    computed: Sequence[str] = (), where: str = "", params: Sequence[Any] = (), tail: str = "",
 ) -> Iterator[tuple[Any, ...]]:
     """Rows of ``table`` (aliased ``t``) for ``keys``: the ``names`` columns, then ``computed``
-    SQL expressions, as tuples with the columns' result processing applied."""
+    SQL expressions, as tuples with the columns' result processing applied.
+
+    ``where`` adds conditions (driver placeholders, values in ``params``) and ``tail`` a
+    clause after them (``GROUP BY ...``).
+    """
     columns: list[sa.Column[Any] | None] = [table.c[n] for n in names]
     columns += [None] * len(computed)
     select = ", ".join([f"t.{n}" for n in names] + list(computed))
     mark = raw.marker(conn)
+    extra = f" AND {where}" if where else ""
     for (platform, app), tokens in _group_tokens(keys).items():
-        for chunk in _chunks(tokens, _max_params(conn) - 2):
+        for chunk in raw.chunks(tokens, _max_params(conn) - 2 - len(params)):
             sql = (f"SELECT {select} FROM {table.name} AS t WHERE t.platform = {mark} AND t.app = {mark} "
-                   f"AND {raw.one_of(conn, 't.token', table.c.token, len(chunk))}")
+                   f"AND {raw.one_of(conn, 't.token', table.c.token, len(chunk))}{extra}")
+            if tail:
+                sql += f" {tail}"
             if lock and raw.is_pg(conn):
                 sql += " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE already serializes writers
-            found = conn.exec_driver_sql(sql, (platform, app, *raw.one_of_params(conn, chunk))).fetchall()
+            found = conn.exec_driver_sql(sql, (platform, app, *raw.one_of_params(conn, chunk), *params)).fetchall()
             yield from raw.result_rows(conn, columns, found)
 
 
@@ -235,14 +235,14 @@ def load_analysis_state(conn: DB, keys: Iterable[Key]) -> dict[Key, AnalysisStat
     subs: dict[Key, tuple[Any, ...]] = {}
     # A profile is denylisted per channel, and the channel is the subscription's platform.
     denied = f"EXISTS (SELECT 1 FROM {DENY.name} AS d WHERE d.profile_id = t.profile_id AND d.channel = t.platform)"
-    for sub_id, platform, app, token, profile, disabled, registered_at, denylisted in _select_by_keys(
+    for sub_id, platform, app, token, profile, disabled, registered_at, denylisted in select_by_keys(
         c, SUBS, ("id", "platform", "app", "token", "profile_id", "disabled", "registered_at"), wanted,
         computed=(denied,),
     ):
         subs[(platform, app, token)] = (sub_id, profile, bool(disabled), registered_at, bool(denylisted))
     quarantine: dict[Key, QuarantineStatus] = {
         (platform, app, token): QuarantineStatus(status)
-        for platform, app, token, status in _select_by_keys(c, QUAR, ("platform", "app", "token", "status"), wanted)
+        for platform, app, token, status in select_by_keys(c, QUAR, ("platform", "app", "token", "status"), wanted)
     }
 
     result: dict[Key, AnalysisState] = {}
@@ -327,9 +327,7 @@ def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
 
 def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:
     """``seq -> status`` for the rows of ``delivery_id`` already written in ``seq_range``."""
-    from tables.delivery import (
-        log_states,  # tables.delivery imports nothing from here; kept lazy all the same
-    )
+    from tables.delivery import log_states  # lazy: tables.delivery imports this module
 
     if not seq_range:
         return {}
@@ -454,7 +452,7 @@ def _state_row(key: Key, state: QuarantineState, now: datetime) -> tuple[Any, ..
 
 def load_quarantine_states(conn: DB, keys: Iterable[Key], *, for_update: bool = False) -> dict[Key, QuarantineState]:
     """Current quarantine state of the keys that have a row."""
-    found = _select_by_keys(_conn(conn), QUAR, ("platform", "app", "token", *_STATE_COLUMNS), keys, lock=for_update)
+    found = select_by_keys(_conn(conn), QUAR, ("platform", "app", "token", *_STATE_COLUMNS), keys, lock=for_update)
     return {(r[0], r[1], r[2]): _state_from_row(r[3:]) for r in found}
 
 
@@ -492,7 +490,7 @@ def apply_quarantine(
     ]
     registered: dict[Key, datetime] = {
         (platform, app, token): registered_at
-        for platform, app, token, registered_at in _select_by_keys(
+        for platform, app, token, registered_at in select_by_keys(
             c, SUBS, ("platform", "app", "token", "registered_at"), needs_registration
         )
     }
@@ -620,7 +618,7 @@ def release_quarantine(
             values["status"] = rule.status.value
         if rule.counter is Counter.RESET:
             values["error_count"] = 0
-        for chunk in _chunks(ids, _max_params(c) - len(values) - 1):
+        for chunk in raw.chunks(ids, _max_params(c) - len(values) - 1):
             c.execute(sa.update(QUAR).where(QUAR.c.id.in_(chunk)).values(values))
     return len(rows)
 
