@@ -37,9 +37,9 @@ from push.config import PushConfig
 from push.errors import StorageError, ValidationError
 from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
-from push.outcomes import FailureReason, FailureType, Outcome, Scope
+from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import QualificationRule, apply_rules
-from push.quarantine import TRANSITIONS, Event, QuarantinePolicy, QuarantineStatus, event_for
+from push.quarantine import QuarantinePolicy, may_change
 from tables import delivery as dq
 from tables import store
 from tables.engine import make_engine
@@ -55,9 +55,6 @@ _ID_NAMESPACE = uuid.UUID("6f1c1c1e-9b7a-4d35-9d0e-5a2f4f0b7d11")
 _ANALYZE_AFTER = frozenset({1, 4, 16, 64, 256})
 FLUSH_EVERY = 500  # outcomes per database write
 FLUSH_SECONDS = 0.25  # ... or at least this often, so a crash loses little
-# Events that change no quarantine row whatever its status (ignored / undefined failures): outcomes
-# that only bring these need no quarantine lookup. Derived from the table so they cannot drift.
-_INERT_EVENTS = frozenset(e for e in Event if all(TRANSITIONS[(s, e)].is_noop for s in QuarantineStatus))
 
 
 Job = tuple[Any, Notification, int]  # (ref, notification, attempts so far)
@@ -399,9 +396,8 @@ class Pipeline:
         by_key: dict[Key, list[Outcome]] = defaultdict(list)
         rules: list[tuple[str, str, str]] = []
         for n, out in items:
-            # What ``decide`` would turn down anyway (not about the token, or an inert event) is left out,
-            # so a batch of e.g. provider timeouts costs no quarantine lookup.
-            if out.scope is Scope.TOKEN and event_for(out) not in _INERT_EVENTS:
+            # A batch of e.g. provider timeouts then costs no quarantine lookup.
+            if may_change(out):
                 by_key[(n.platform, n.app, n.token or "")].append(out)
             if not out.ok and out.error_text:
                 rules.append((n.platform, out.error_text, out.raw_error_text or out.error_text))

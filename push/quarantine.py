@@ -173,6 +173,17 @@ def event_for(outcome: Outcome) -> Event:
     return Event.SUCCESS if outcome.failure_type is None else _FAILURE_EVENTS[outcome.failure_type]
 
 
+# Events that change no entry whatever its status (ignored / undefined failures). Derived from the
+# table so it cannot drift.
+_INERT_EVENTS = frozenset(e for e in Event if all(TRANSITIONS[(s, e)].is_noop for s in QuarantineStatus))
+
+
+def may_change(outcome: Outcome) -> bool:
+    """False when ``decide`` leaves every entry as it is for this outcome, whatever the entry's
+    state: callers can skip looking the entry up."""
+    return outcome.scope is Scope.TOKEN and event_for(outcome) not in _INERT_EVENTS
+
+
 def decide(
     current: QuarantineState | None,
     outcome: Outcome,

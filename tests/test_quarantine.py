@@ -21,6 +21,7 @@ from push.quarantine import (
     cleanup_event,
     decide,
     event_for,
+    may_change,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -201,6 +202,18 @@ def test_reset_window_is_configurable() -> None:
 def test_non_token_scope_never_changes_anything(scope: Scope, event: Event, status: QuarantineStatus) -> None:
     result = decide(START[status], OUTCOME_FOR_EVENT[event].with_(scope=scope), now=NOW)
     assert result.state is None and not result.entered_quarantine and result.event is None
+
+
+@pytest.mark.parametrize("scope", list(Scope))
+@pytest.mark.parametrize("event", list(OUTCOME_FOR_EVENT))
+def test_may_change_is_false_only_where_decide_changes_nothing(scope: Scope, event: Event) -> None:
+    # The pipeline skips the quarantine lookup when may_change is False: that must never hide a change.
+    out = OUTCOME_FOR_EVENT[event].with_(scope=scope)
+    changes = [decide(START[s], out, now=NOW).state is not None for s in START]
+    changes.append(decide(None, out, now=NOW).state is not None)
+    if not may_change(out):
+        assert not any(changes)
+    assert may_change(out) == (scope is Scope.TOKEN and event is not Event.IGNORED)
 
 
 def test_apns_410_older_than_registration_is_ignored() -> None:
