@@ -61,6 +61,7 @@ from typing import Any, Callable
 
 import httpx
 
+from push.errors import ConfigError
 from push.h2backend import BackendUnavailable, H2Backend, load_backend
 
 __all__ = [
@@ -1117,8 +1118,6 @@ class H2Transport(httpx.AsyncBaseTransport):
 
 def transport_from_config(config: Any, ssl_context: ssl.SSLContext) -> H2Transport:
     """The transport a provider client builds from a ``PushConfig`` when none is injected."""
-    from push.errors import ConfigError
-
     try:
         backend = load_backend(config.h2_backend)
     except BackendUnavailable as exc:
