@@ -6,12 +6,12 @@ garbage, HTML, truncated JSON or wrong types all fall back to a table row.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Mapping
 
+from push import jsoncodec
 from push.outcome_table import DEFAULT_TABLE, OutcomeRule, OutcomeTable
 from push.outcomes import Outcome
 from push.qualification import normalize_error_text
@@ -198,7 +198,7 @@ def _json(raw: bytes) -> Any:
     if not raw or raw.lstrip()[:1] not in (b"{", b"["):
         return None
     try:
-        return json.loads(raw)
+        return jsoncodec.loads(raw)
     except (ValueError, RecursionError):
         return None
 

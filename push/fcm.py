@@ -20,6 +20,7 @@ import google.auth.transport
 import httpx
 from google.oauth2 import service_account
 
+from push import jsoncodec
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
@@ -185,7 +186,7 @@ class FcmClient:
                             table=self._table)
         if not n.token:
             return classify("fcm", error="invalid_content", detail="no registration token", table=self._table)
-        body = json.dumps({"message": n.fcm_message()}, separators=(",", ":"), ensure_ascii=False).encode()
+        body = jsoncodec.dumps({"message": n.fcm_message()})
         refreshed = False
         while True:
             token = await self.oauth.get()

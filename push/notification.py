@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from push import jsoncodec
 from push.errors import ValidationError
 
 PLATFORMS = ("apns", "fcm")
@@ -156,7 +157,7 @@ class Notification:
                 alert = {k: v for k, v in (("title", self.title), ("body", self.body)) if v is not None}
                 aps["alert"] = alert
             body = {"aps": aps, **self.data}
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return jsoncodec.dumps(body)
 
     def apns_limit(self) -> int:
         return APNS_VOIP_PAYLOAD_LIMIT if self.push_type == "voip" else APNS_PAYLOAD_LIMIT
@@ -190,17 +191,17 @@ class Notification:
         if size is None:
             msg = self.fcm_message()
             counted = {k: msg[k] for k in ("notification", "data") if k in msg}
-            size = len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
+            size = len(jsoncodec.dumps(counted))
             object.__setattr__(self, "_counted_size", size)
         return size, FCM_PAYLOAD_LIMIT
 
     def to_json(self) -> str:
-        return json.dumps({
+        return jsoncodec.dumps_text({
             "token": self.token, "platform": self.platform, "app": self.app, "profile_id": self.profile_id,
             "title": self.title, "body": self.body, "data": dict(self.data), "payload": self.payload,
             "priority": self.priority, "expiration": self.expiration.isoformat() if self.expiration else None,
             "ttl": self.ttl, "collapse_id": self.collapse_id, "push_type": self.push_type,
-        }, separators=(",", ":"), ensure_ascii=False)
+        })
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, check_expiration: bool = True) -> "Notification":

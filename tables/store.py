@@ -17,7 +17,6 @@ defaults to the current time.
 from __future__ import annotations
 
 import enum
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from push import jsoncodec
 from push.errors import ValidationError
 from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import MAX_OCCURRENCES, QualificationRule, RuleStatus
@@ -292,7 +292,7 @@ _LOG_AS_IS: dict[str, frozenset[type]] = {
 def _log_value(name: str, value: Any) -> Any:
     if name == "payload" and value is not None and not isinstance(value, str):
         # Canonical JSON so a resumed delivery stores byte-identical payloads.
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        return jsoncodec.dumps_text(value, sort_keys=True)
     if name == "failure_reason" and value is not None:
         return int(value)
     return _v(value)

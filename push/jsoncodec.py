@@ -1,0 +1,40 @@
+"""Compact UTF-8 JSON for what goes on the wire and into ``delivery_log``.
+
+Every notification is encoded two or three times on its way out (the stored
+copy, the APNs body or FCM message, the size the provider counts), which with
+the standard library cost about a tenth of ``send_batch``'s CPU. orjson does
+the same work in a tenth of the time. What it refuses, and the standard library
+accepts (keys that are not strings, integers beyond 64 bits), falls back to the
+standard library with the same compact form, so no value that validation let
+through fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _std(value: Any, sort_keys: bool) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode()
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """``value`` as compact UTF-8 JSON (no spaces, non-ASCII kept as is)."""
+    try:
+        return orjson.dumps(value, option=_SORTED if sort_keys else None)
+    except orjson.JSONEncodeError:
+        return _std(value, sort_keys)
+
+
+def dumps_text(value: Any, *, sort_keys: bool = False) -> str:
+    return dumps(value, sort_keys=sort_keys).decode()
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON; raises ``ValueError`` (orjson's error is one) on anything that is not."""
+    return orjson.loads(raw)
