@@ -48,6 +48,10 @@ from tables.migrate import upgrade
 from tables.models import LogStatus
 
 log = logging.getLogger("push.pipeline")
+# What ``Pipeline.outcome_values`` returns, in order: ``store.OutcomeUpdate`` between its key and
+# ``updated_at`` (a test holds the two together; tables.store cannot be read while push loads).
+OUTCOME_COLUMNS = ("status", "failure_type", "failure_reason", "error_text", "provider_status", "provider_reason",
+                   "provider_id", "attempts", "next_retry_at")
 T = TypeVar("T")
 Key = tuple[str, str, str]
 _ID_NAMESPACE = uuid.UUID("6f1c1c1e-9b7a-4d35-9d0e-5a2f4f0b7d11")
@@ -378,8 +382,9 @@ class Pipeline:
         return {}
 
     # ---- recording (DB thread) ------------------------------------------------------
-    def outcome_columns(self, n: Notification, attempts: int, out: Outcome, expires_at: datetime | None,
-                        now: datetime) -> dict[str, Any]:
+    def outcome_values(self, n: Notification, attempts: int, out: Outcome, expires_at: datetime | None,
+                       now: datetime) -> tuple[Any, ...]:
+        """The outcome's ``delivery_log`` columns, in ``OUTCOME_COLUMNS`` order."""
         if out.ok:
             status = LogStatus.SENT
             next_retry = None
@@ -391,17 +396,15 @@ class Pipeline:
             status = LogStatus.RETRY_PENDING if can_retry else LogStatus.FAILED
             if status is LogStatus.FAILED:
                 next_retry = None
-        return {
-            "status": status.value,
-            "failure_type": out.failure_type.value if out.failure_type else None,
-            "failure_reason": int(out.failure_reason) if out.failure_type else None,
-            "error_text": out.error_text or None,
-            "provider_status": out.provider_status,
-            "provider_reason": (out.provider_reason or None) and out.provider_reason[:255],
-            "provider_id": (out.provider_id or None) and out.provider_id[:255],
-            "attempts": attempts,
-            "next_retry_at": next_retry,
-        }
+        failed = out.failure_type is not None
+        return (status.value, out.failure_type.value if failed else None,  # type: ignore[union-attr]
+                int(out.failure_reason) if failed else None, out.error_text or None, out.provider_status,
+                (out.provider_reason or None) and out.provider_reason[:255],
+                (out.provider_id or None) and out.provider_id[:255], attempts, next_retry)
+
+    def outcome_columns(self, n: Notification, attempts: int, out: Outcome, expires_at: datetime | None,
+                        now: datetime) -> dict[str, Any]:
+        return dict(zip(OUTCOME_COLUMNS, self.outcome_values(n, attempts, out, expires_at, now)))
 
     def record_effects(self, conn: Any, items: list[tuple[Notification, Outcome]], now: datetime) -> int:
         """Quarantine transitions and qualification-rule counts for recorded outcomes."""
@@ -429,8 +432,7 @@ class _Delivery:
         self._chunks_done = 0
 
     def _expires(self, n: Notification, now: datetime) -> datetime:
-        validity = now + timedelta(seconds=self.cfg.validity_seconds)
-        return min(validity, n.expiration) if n.expiration else validity
+        return _expiry(n, now + timedelta(seconds=self.cfg.validity_seconds))
 
     # runs on a database thread (the analysis one on Postgres)
     def analyse(self, items: list[tuple[int, Notification]]) -> list[tuple[tuple[str, int], Notification, int]]:
@@ -470,27 +472,28 @@ class _Delivery:
         state = store.load_analysis_state(conn, keys)
         earlier = dq.first_seq_of_keys(conn, self.id, keys)
         seen: dict[Key, int] = {}
-        logs: list[dict[str, Any]] = []
+        logs: list[store.LogRow] = []
         exclusions: list[dict[str, Any]] = []
         send: list[tuple[tuple[str, int], Notification, int]] = []
+        pending, excluded = LogStatus.PENDING.value, LogStatus.EXCLUDED.value
+        validity = now + timedelta(seconds=self.cfg.validity_seconds)
         for seq, n in fresh:
             key = (n.platform, n.app, n.token or "")
             reason, text = self._exclusion(n, key, seq, state, earlier, seen)
-            row = {"delivery_id": self.id, "seq": seq, "token": n.token or "", "platform": n.platform, "app": n.app,
-                   "profile_id": n.profile_id, "expires_at": self._expires(n, now)}
+            expires = _expiry(n, validity)
             if reason is None:
                 seen.setdefault(key, seq)
-                row.update(status=LogStatus.PENDING.value, attempts=0, payload=n.to_json())
+                logs.append(store.LogRow(self.id, seq, key[2], n.platform, n.app, now, now, n.profile_id, pending,
+                                         expires_at=expires, payload=n.to_json()))
                 send.append(((self.id, seq), n, 0))
             else:
-                row.update(status=LogStatus.EXCLUDED.value, failure_type=EXCLUSION_TYPES[reason].value,
-                           failure_reason=int(reason), error_text=text)
+                logs.append(store.LogRow(self.id, seq, key[2], n.platform, n.app, now, now, n.profile_id, excluded,
+                                         EXCLUSION_TYPES[reason].value, int(reason), text, expires_at=expires))
                 sub = state.get(key) if n.token else None
                 exclusions.append({"delivery_id": self.id, "subscription_id": sub.subscription_id if sub else None,
                                    "token": n.token or "", "platform": n.platform, "app": n.app,
                                    "failure_reason": int(reason), "reason_text": text, "source": "analysis"})
-            logs.append(row)
-        store.insert_delivery_logs(conn, logs, now=now)
+        store.insert_log_rows(conn, logs)
         if exclusions:
             store.insert_exclusions(conn, exclusions, now=now)
         return send
@@ -524,15 +527,19 @@ class _Delivery:
 
     def record(self, batch: list[tuple[Any, ...]]) -> None:
         now = self.pipe.clock.now()
-        updates = []
-        for (delivery_id, seq), n, attempts, out in batch:
-            updates.append({"delivery_id": delivery_id, "seq": seq,
-                            **self.pipe.outcome_columns(n, attempts, out, self._expires(n, now), now)})
+        values = self.pipe.outcome_values
+        updates = [store.OutcomeUpdate(delivery_id, seq, *values(n, attempts, out, self._expires(n, now), now), now)
+                   for (delivery_id, seq), n, attempts, out in batch]
         with self.pipe.engine.begin() as conn:
-            store.update_delivery_logs(conn, updates, now=now)
+            store.update_log_outcomes(conn, updates)
             entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now)
             dq.add_quarantined_after(conn, self.id, entered)
         self.pipe.quarantined_after += entered
+
+
+def _expiry(n: Notification, validity: datetime) -> datetime:
+    """When the notification stops being worth sending: the delivery's validity window, or earlier."""
+    return min(validity, n.expiration) if n.expiration else validity
 
 
 def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int, start: int = 0

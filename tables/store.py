@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -259,27 +259,60 @@ def load_analysis_state(conn: DB, keys: Iterable[Key]) -> dict[Key, AnalysisStat
 
 # --------------------------------------------------------------------------- delivery logs
 
+class LogRow(NamedTuple):
+    """One ``delivery_log`` row to insert, its values already in column form (status and failure
+    type as their text values, ``payload`` as JSON text). The pipeline builds these directly;
+    ``insert_delivery_logs`` builds them from mappings after checking each one."""
+
+    delivery_id: str
+    seq: int
+    token: str
+    platform: str
+    app: str
+    created_at: datetime
+    updated_at: datetime
+    profile_id: str | None = None
+    status: str = LogStatus.PENDING.value
+    failure_type: str | None = None
+    failure_reason: int | None = None
+    error_text: str | None = None
+    provider_status: int | None = None
+    provider_reason: str | None = None
+    provider_id: str | None = None
+    attempts: int = 0
+    next_retry_at: datetime | None = None
+    expires_at: datetime | None = None
+    payload: str | None = None
+
+
+class OutcomeUpdate(NamedTuple):
+    """A send's outcome for the ``delivery_log`` row ``(delivery_id, seq)``, in column form."""
+
+    delivery_id: str
+    seq: int
+    status: str
+    failure_type: str | None
+    failure_reason: int | None
+    error_text: str | None
+    provider_status: int | None
+    provider_reason: str | None
+    provider_id: str | None
+    attempts: int
+    next_retry_at: datetime | None
+    updated_at: datetime
+
+
 _LOG_REQUIRED = ("delivery_id", "seq", "token", "platform", "app")
-_LOG_OPTIONAL: dict[str, Any] = {
-    "profile_id": None,
-    "status": LogStatus.PENDING.value,
-    "failure_type": None,
-    "failure_reason": None,
-    "error_text": None,
-    "provider_status": None,
-    "provider_reason": None,
-    "provider_id": None,
-    "attempts": 0,
-    "next_retry_at": None,
-    "expires_at": None,
-    "payload": None,
-}
 _LOG_KEYS = frozenset({"id", "delivery_id", "seq"})
+_LOG_STAMPS = ("created_at", "updated_at")
+_LOG_OPTIONAL: dict[str, Any] = {
+    name: LogRow._field_defaults[name] for name in LogRow._fields if name not in (*_LOG_REQUIRED, *_LOG_STAMPS)}
 _LOG_UPDATABLE = frozenset(_LOG_OPTIONAL) | {"updated_at"}
-_LOG_ALLOWED = frozenset(_LOG_REQUIRED) | frozenset(_LOG_OPTIONAL) | {"created_at", "updated_at"}
+_LOG_ALLOWED = frozenset(LogRow._fields)
 _LOG_FIELDS = (*_LOG_REQUIRED, *_LOG_OPTIONAL)
-_LOG_COLUMNS = (*_LOG_FIELDS, "created_at", "updated_at")
 _LOG_DEFAULTS = tuple(_LOG_OPTIONAL.items())
+_OUTCOME_KEYS = ("delivery_id", "seq")
+_OUTCOME_COLUMNS = OutcomeUpdate._fields[len(_OUTCOME_KEYS):]
 # Per column, the value types ``_log_value`` returns unchanged: a chunk's rows skip the call.
 _NONE = type(None)
 _LOG_AS_IS: dict[str, frozenset[type]] = {
@@ -310,8 +343,8 @@ def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
     delivery_log column; ``payload`` may be a JSON-able mapping or JSON text.
     Returns how many rows were actually inserted.
     """
-    c, ts = _conn(conn), _now(now)
-    prepared: list[tuple[Any, ...]] = []
+    ts = _now(now)
+    prepared: list[LogRow] = []
     for row in rows:
         values = [row.get(k) for k in _LOG_REQUIRED]
         if None in values:
@@ -320,9 +353,21 @@ def insert_delivery_logs(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
         if unknown:
             raise ValidationError(sorted(unknown)[0], "not a delivery_log column")
         values += [row.get(k, default) for k, default in _LOG_DEFAULTS]
-        prepared.append((*_log_values(_LOG_FIELDS, values), row.get("created_at", ts), row.get("updated_at", ts)))
-    return raw.insert_rows(c, DLOG, _LOG_COLUMNS, prepared, tail="ON CONFLICT (delivery_id, seq) DO NOTHING",
+        fields = dict(zip(_LOG_FIELDS, _log_values(_LOG_FIELDS, values)))
+        prepared.append(LogRow(**fields, created_at=row.get("created_at", ts), updated_at=row.get("updated_at", ts)))
+    return insert_log_rows(conn, prepared)
+
+
+def insert_log_rows(conn: DB, rows: Sequence[LogRow]) -> int:
+    """``insert_delivery_logs`` for rows already built and checked by the caller: the pipeline's
+    per-chunk insert, without a mapping per row."""
+    return raw.insert_rows(_conn(conn), DLOG, LogRow._fields, rows, tail="ON CONFLICT (delivery_id, seq) DO NOTHING",
                            batch=ROW_BATCH)
+
+
+def update_log_outcomes(conn: DB, rows: Sequence[OutcomeUpdate]) -> int:
+    """Write send outcomes, already in column form; the number of rows updated."""
+    return raw.update_rows(_conn(conn), DLOG, _OUTCOME_KEYS, _OUTCOME_COLUMNS, rows, batch=ROW_BATCH)
 
 
 def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:

@@ -327,3 +327,9 @@ def test_next_chunk_is_analysed_while_the_current_one_is_sent(engine, clock):
     assert sender.saw_next_chunk
     assert rep.sent == 25 and sum(sender.sent.values()) == 25
     assert sorted(logs(engine, "ahead-1")) == list(range(25))
+
+
+def test_outcome_values_line_up_with_the_outcome_update_columns():
+    from push.pipeline import OUTCOME_COLUMNS
+
+    assert ("delivery_id", "seq", *OUTCOME_COLUMNS, "updated_at") == store.OutcomeUpdate._fields
