@@ -26,13 +26,19 @@ def _std(value: Any, sort_keys: bool) -> bytes:
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     """``value`` as compact UTF-8 JSON (no spaces, non-ASCII kept as is)."""
     try:
-        return orjson.dumps(value, option=_SORTED if sort_keys else None)
+        out = orjson.dumps(value, option=_SORTED if sort_keys else None)
     except orjson.JSONEncodeError:
         return _std(value, sort_keys)
+    # orjson's result keeps the 4 KiB buffer it was written into; a notification holds its body
+    # until it is sent, so a million of them would pin 4 GB. A copy is exactly as long as the JSON.
+    return bytes(memoryview(out))
 
 
 def dumps_text(value: Any, *, sort_keys: bool = False) -> str:
-    return dumps(value, sort_keys=sort_keys).decode()
+    try:
+        return orjson.dumps(value, option=_SORTED if sort_keys else None).decode()
+    except orjson.JSONEncodeError:
+        return _std(value, sort_keys).decode()
 
 
 def loads(raw: bytes | str) -> Any:

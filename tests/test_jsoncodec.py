@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 import uuid
 
 import pytest
@@ -64,3 +65,18 @@ def test_loads_refuses_what_is_not_json() -> None:
 @given(st.text(min_size=1, max_size=64), st.integers(min_value=0, max_value=10**12))
 def test_apns_id_is_the_rfc_4122_version_5_uuid(delivery: str, seq: int) -> None:
     assert apns_id(delivery, seq) == str(uuid.uuid5(_ID_NAMESPACE, f"{delivery}:{seq}"))
+
+
+@pytest.mark.parametrize("encode", [jsoncodec.dumps, jsoncodec.dumps_text])
+def test_results_are_no_bigger_than_their_json(encode) -> None:
+    # Notifications keep their encoded body until sent: a result that pinned a larger buffer
+    # (orjson writes into 4 KiB) would multiply a delivery's memory.
+    value = {"aps": {"alert": {"title": "Hello", "body": "World"}}}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode(value) for _ in range(2000)]
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_item < 200, f"{per_item:.0f} bytes held per {len(kept[0])}-byte result"
