@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from fixtures.scenarios import apns_token, ok_apns_token
 from push.cli import app, state
 from push.classify import classify
-from push.clock import FakeClock
 from tables import store
 from tables.models import Quarantine
 

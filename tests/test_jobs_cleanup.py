@@ -22,6 +22,7 @@ from tables.models import (
     RULE,
     RUNS,
 )
+from tests.rows import insert_quarantine
 
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 APP = "com.example.app"
@@ -39,11 +40,8 @@ def config() -> PushConfig:
 
 def add_quarantine(engine: Engine, token: str, *, status: str, last_error_at: datetime, failure_type: str = "soft",
                    failure_reason: int = 20, error_count: int = 2) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.insert(QUAR).values(
-            platform="apns", app=APP, token=token, status=status, error_count=error_count,
-            failure_type=failure_type, failure_reason=failure_reason, first_error_at=last_error_at,
-            last_error_at=last_error_at, updated_at=last_error_at))
+    insert_quarantine(engine, token, status=status, at=last_error_at, app=APP, error_count=error_count,
+                      failure_type=failure_type, failure_reason=failure_reason)
 
 
 def quarantine_states(engine: Engine) -> dict[str, tuple[str, int]]:

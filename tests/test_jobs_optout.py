@@ -17,10 +17,10 @@ from push.config import PushConfig
 from tables import store
 from tables.models import (
     EXCL,
-    QUAR,
     RUNS,
     SUBS,
 )
+from tests.rows import insert_quarantine
 
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 APP = "com.example.app"
@@ -48,11 +48,8 @@ def subscribe(engine: Engine, token: str, *, platform: str = "apns", app: str = 
 def quarantine(engine: Engine, token: str, *, platform: str = "apns", app: str = APP, status: str = "quarantine",
                failure_type: str = "hard", failure_reason: int = 1, updated_at: datetime = T0 - timedelta(hours=1),
                provider_timestamp: datetime | None = None) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.insert(QUAR).values(
-            platform=platform, app=app, token=token, status=status, error_count=1, failure_type=failure_type,
-            failure_reason=failure_reason, provider_timestamp=provider_timestamp, first_error_at=updated_at,
-            last_error_at=updated_at, updated_at=updated_at))
+    insert_quarantine(engine, token, status=status, at=updated_at, platform=platform, app=app,
+                      failure_type=failure_type, failure_reason=failure_reason, provider_timestamp=provider_timestamp)
 
 
 def dead(engine: Engine, token: str, **kw: Any) -> int:
