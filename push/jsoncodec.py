@@ -1,9 +1,8 @@
 """Compact UTF-8 JSON for what goes on the wire and into ``delivery_log``.
 
 Every notification is encoded two or three times on its way out (the stored
-copy, the APNs body or FCM message, the size the provider counts), which with
-the standard library cost about a tenth of ``send_batch``'s CPU. orjson does
-the same work in a tenth of the time. What it refuses, and the standard library
+copy, the APNs body or FCM message, the size the provider counts): 3-5 µs a call
+with the standard library, 0.3-0.5 µs with orjson. What it refuses, and the standard library
 accepts (keys that are not strings, integers beyond 64 bits), falls back to the
 standard library with the same compact form, so no value that validation let
 through fails here.
