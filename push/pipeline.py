@@ -217,8 +217,6 @@ class Pipeline:
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-db-analysis")
             if engine.dialect.name == "postgresql" else self._exec)
         self._rules: dict[tuple[str, str], QualificationRule] = {}
-        self._results: asyncio.Queue[tuple[Any, ...] | None] | None = None
-        self.quarantined_after = 0
 
     # ---- plumbing --------------------------------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -534,7 +532,6 @@ class _Delivery:
             store.update_log_outcomes(conn, updates)
             entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now)
             dq.add_quarantined_after(conn, self.id, entered)
-        self.pipe.quarantined_after += entered
 
 
 def _expiry(n: Notification, validity: datetime) -> datetime:

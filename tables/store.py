@@ -696,9 +696,11 @@ def bump_qualification_rules(
             counts[key] = [first_text, 1]
     if not counts:
         return 0
+    # In key order: writers that bump the same rules lock their rows in the same order, so two of
+    # them (concurrent outcome writes, or two deliveries) wait for each other instead of deadlocking.
     rows = [
         (provider, normalized, first_text, min(n, MAX_OCCURRENCES), RuleStatus.TO_QUALIFY.value, ts, ts)
-        for (provider, normalized), (first_text, n) in counts.items()
+        for (provider, normalized), (first_text, n) in sorted(counts.items())
     ]
     total = f"{RULE.name}.occurrences + excluded.occurrences"
     tail = (f"ON CONFLICT (provider, normalized_text) DO UPDATE SET "

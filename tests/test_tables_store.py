@@ -478,6 +478,14 @@ def test_bump_qualification_rules(conn: Connection, small_chunks: None) -> None:
     assert store.bump_qualification_rules(conn, []) == 0
 
 
+def test_rules_are_written_in_key_order(conn: Connection) -> None:
+    # Two writers bumping the same rules then lock them in the same order (no deadlock between
+    # deliveries); the ids of new rows show the order they were written in.
+    store.bump_qualification_rules(conn, [("fcm", "zeta", "z"), ("apns", "mu", "m"), ("fcm", "alpha", "a")], now=NOW)
+    by_id = sorted(rows(conn, RULE), key=lambda r: r["id"])
+    assert [(r["provider"], r["normalized_text"]) for r in by_id] == [("apns", "mu"), ("fcm", "alpha"), ("fcm", "zeta")]
+
+
 def test_qualification_occurrences_cap_and_user_fields_survive(conn: Connection) -> None:
     store.bump_qualification_rules(conn, [("fcm", "INTERNAL", "INTERNAL")], now=NOW)
     conn.execute(
