@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from sqlalchemy.engine import Engine
 
@@ -16,6 +16,15 @@ from push.pipeline import Pipeline, Sender, load_table
 from push.errors import ValidationError
 from tables import delivery as dq
 from tables import store
+
+
+class RetryRef(NamedTuple):
+    """A retry: its ``delivery_log`` row, by id and by (delivery, seq), and its expiry."""
+
+    row_id: int
+    delivery_id: str
+    seq: int
+    expires_at: datetime | None
 
 
 @dataclass
@@ -61,20 +70,20 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
                 if exp is not None and exp <= now:
                     expired.append((r, n, "validity period over"))
                 else:
-                    jobs.append(((r.id, r.delivery_id, r.seq, exp), n, r.attempts))
+                    jobs.append((RetryRef(r.id, r.delivery_id, r.seq, exp), n, r.attempts))
             if expired:
                 result.expired += len(expired)
                 await pipe.db(_expire, pipe, expired, now)
 
             async def launch(refs: list[Any]) -> None:
-                await pipe.db(_launch, engine, [ref[0] for ref in refs])
+                await pipe.db(_launch, engine, [ref.row_id for ref in refs])
 
             def record(batch: list[tuple[Any, ...]]) -> None:
                 rec_now = clock.now()
                 updates = []
-                for (row_id, _did, _seq, exp), n, attempts, out in batch:
-                    cols = pipe.outcome_columns(n, attempts, out, exp, rec_now)
-                    updates.append({"id": row_id, **cols})
+                for ref, n, attempts, out in batch:
+                    cols = pipe.outcome_columns(n, attempts, out, ref.expires_at, rec_now)
+                    updates.append({"id": ref.row_id, **cols})
                     if cols["status"] == "sent":
                         result.sent += 1
                     elif cols["status"] == "failed":

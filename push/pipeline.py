@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
+from typing import (Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
+                    TypeVar)
 
 from sqlalchemy.engine import Engine
 
@@ -40,7 +41,7 @@ from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import QualificationRule, apply_rules
-from push.quarantine import QuarantinePolicy, may_change
+from push.quarantine import QuarantinePolicy, QuarantineStatus, may_change, may_change_valid
 from tables import delivery as dq
 from tables import store
 from tables.engine import make_engine
@@ -73,7 +74,15 @@ def apns_id(delivery_id: str, seq: int) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
-Job = tuple[Any, Notification, int]  # (ref, notification, attempts so far)
+class SendRef(NamedTuple):
+    """A send of ``send_batch``: its ``delivery_log`` row, and what analysis saw of its token."""
+
+    delivery_id: str
+    seq: int
+    valid_at_analysis: bool  # no quarantine entry, or a valid one (False: not looked up)
+
+
+Job = tuple[Any, Notification, int]  # (ref, notification, attempts so far); a ref has delivery_id and seq
 
 
 async def _blocks(jobs: Iterable[Job] | AsyncIterator[Job], size: int) -> AsyncIterator[list[Job]]:
@@ -374,9 +383,9 @@ class Pipeline:
             raise fatal[0]
 
     def _send_kw(self, n: Notification, ref: Any) -> dict[str, Any]:
-        if n.platform == "apns" and isinstance(ref, tuple):
-            # Stable per (delivery, seq): a resend of the same notification carries the same apns-id.
-            return {"apns_id": apns_id(ref[0], ref[1])}
+        if n.platform == "apns":
+            # Stable per (delivery, seq): a resend or retry of the same notification carries the same apns-id.
+            return {"apns_id": apns_id(ref.delivery_id, ref.seq)}
         return {}
 
     # ---- recording (DB thread) ------------------------------------------------------
@@ -404,13 +413,17 @@ class Pipeline:
                         now: datetime) -> dict[str, Any]:
         return dict(zip(OUTCOME_COLUMNS, self.outcome_values(n, attempts, out, expires_at, now)))
 
-    def record_effects(self, conn: Any, items: list[tuple[Notification, Outcome]], now: datetime) -> int:
-        """Quarantine transitions and qualification-rule counts for recorded outcomes."""
+    def record_effects(self, conn: Any, items: list[tuple[Notification, Outcome]], now: datetime,
+                       valid_at_analysis: Sequence[bool] | None = None) -> int:
+        """Quarantine transitions and qualification-rule counts for recorded outcomes.
+
+        ``valid_at_analysis[i]``: analysis saw no quarantine entry, or a valid one, for item i's token.
+        """
         by_key: dict[Key, list[Outcome]] = defaultdict(list)
         rules: list[tuple[str, str, str]] = []
-        for n, out in items:
-            # A batch of e.g. provider timeouts then costs no quarantine lookup.
-            if may_change(out):
+        for i, (n, out) in enumerate(items):
+            # A batch of successes to valid tokens, or of provider timeouts, costs no quarantine lookup.
+            if may_change_valid(out) if valid_at_analysis is not None and valid_at_analysis[i] else may_change(out):
                 by_key[(n.platform, n.app, n.token or "")].append(out)
             if not out.ok and out.error_text:
                 rules.append((n.platform, out.error_text, out.raw_error_text or out.error_text))
@@ -433,12 +446,12 @@ class _Delivery:
         return _expiry(n, now + timedelta(seconds=self.cfg.validity_seconds))
 
     # runs on a database thread (the analysis one on Postgres)
-    def analyse(self, items: list[tuple[int, Notification]]) -> list[tuple[tuple[str, int], Notification, int]]:
+    def analyse(self, items: list[tuple[int, Notification]]) -> list[Job]:
         now = self.pipe.clock.now()
         with self.pipe.engine.begin() as conn:
             existing = dq.log_states(conn, self.id, items[0][0], items[-1][0])
             fresh = [(seq, n) for seq, n in items if seq not in existing]
-            resend: list[tuple[tuple[str, int], Notification, int]] = []
+            resend: list[Job] = []
             interrupted: list[dict[str, Any]] = []
             by_seq = dict(items)
             for seq, (status, attempts, _platform) in existing.items():
@@ -446,7 +459,7 @@ class _Delivery:
                     continue  # already has its outcome: never sent again
                 n = by_seq[seq]
                 if attempts == 0:
-                    resend.append(((self.id, seq), n, 0))
+                    resend.append((SendRef(self.id, seq, False), n, 0))  # its quarantine entry was not looked up
                 else:
                     out = classify(n.platform, error="interrupted",  # type: ignore[arg-type]
                                    detail="process stopped while this send was in flight", table=self.pipe.table)
@@ -461,7 +474,7 @@ class _Delivery:
         return resend + to_send
 
     def _analyse_fresh(self, conn: Any, fresh: list[tuple[int, Notification]], now: datetime
-                       ) -> list[tuple[tuple[str, int], Notification, int]]:
+                       ) -> list[Job]:
         if not fresh:
             return []
         keys = [(n.platform, n.app, n.token) for _, n in fresh if n.token]
@@ -472,7 +485,7 @@ class _Delivery:
         seen: dict[Key, int] = {}
         logs: list[store.LogRow] = []
         exclusions: list[dict[str, Any]] = []
-        send: list[tuple[tuple[str, int], Notification, int]] = []
+        send: list[Job] = []
         pending, excluded = LogStatus.PENDING.value, LogStatus.EXCLUDED.value
         validity = now + timedelta(seconds=self.cfg.validity_seconds)
         for seq, n in fresh:
@@ -483,7 +496,9 @@ class _Delivery:
                 seen.setdefault(key, seq)
                 logs.append(store.LogRow(self.id, seq, key[2], n.platform, n.app, now, now, n.profile_id, pending,
                                          expires_at=expires, payload=n.to_json()))
-                send.append(((self.id, seq), n, 0))
+                st = state.get(key)
+                valid = st is None or st.quarantine_status in (None, QuarantineStatus.VALID)
+                send.append((SendRef(self.id, seq, valid), n, 0))
             else:
                 logs.append(store.LogRow(self.id, seq, key[2], n.platform, n.app, now, now, n.profile_id, excluded,
                                          EXCLUSION_TYPES[reason].value, int(reason), text, expires_at=expires))
@@ -521,16 +536,17 @@ class _Delivery:
 
     def launch(self, refs: list[Any]) -> None:
         with self.pipe.engine.begin() as conn:
-            dq.mark_launched(conn, self.id, [seq for _, seq in refs])
+            dq.mark_launched(conn, self.id, [ref.seq for ref in refs])
 
     def record(self, batch: list[tuple[Any, ...]]) -> None:
         now = self.pipe.clock.now()
         values = self.pipe.outcome_values
-        updates = [store.OutcomeUpdate(delivery_id, seq, *values(n, attempts, out, self._expires(n, now), now), now)
-                   for (delivery_id, seq), n, attempts, out in batch]
+        updates = [store.OutcomeUpdate(ref.delivery_id, ref.seq, *values(n, attempts, out, self._expires(n, now), now), now)
+                   for ref, n, attempts, out in batch]
         with self.pipe.engine.begin() as conn:
             store.update_log_outcomes(conn, updates)
-            entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now)
+            entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now,
+                                               [ref.valid_at_analysis for ref, _, _, _ in batch])
             dq.add_quarantined_after(conn, self.id, entered)
 
 

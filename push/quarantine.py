@@ -184,6 +184,16 @@ def may_change(outcome: Outcome) -> bool:
     return outcome.scope is Scope.TOKEN and event_for(outcome) not in _INERT_EVENTS
 
 
+def may_change_valid(outcome: Outcome) -> bool:
+    """``may_change`` for a token that had no entry, or a ``valid`` one, when its delivery was
+    analysed: False when ``decide`` leaves such an entry as it is (a success, for one).
+
+    An entry another writer has changed since (a failure in a concurrent delivery) is treated as
+    changed after this outcome: the two are concurrent, and that order is as true as the other.
+    """
+    return outcome.scope is Scope.TOKEN and not TRANSITIONS[(QuarantineStatus.VALID, event_for(outcome))].is_noop
+
+
 def decide(
     current: QuarantineState | None,
     outcome: Outcome,

@@ -282,7 +282,8 @@ def test_failures_feed_qualification_rules(engine, cfg, clock):
 
 
 def test_provider_and_ignored_outcomes_skip_the_quarantine_lookup(engine, cfg, clock, monkeypatch):
-    """Provider-scoped and ignored/undefined outcomes never reach the quarantine lookup; token ones do."""
+    """Provider-scoped and ignored/undefined outcomes never reach the quarantine lookup, nor do successes
+    to tokens analysis saw valid; token failures do, and so does a success to a token with errors."""
     seen = []
     real = store.apply_quarantine
 
@@ -296,8 +297,34 @@ def test_provider_and_ignored_outcomes_skip_the_quarantine_lookup(engine, cfg, c
     assert seen == [] and quarantine_rows(engine) == {}
     soft = apns_token("bad_device_token", 3)
     run([N(busy[0]), N(soft), N(ok_apns_token(5))], cfg, engine, clock, senders(), "mixed")
-    assert set().union(*seen) == {("apns", APP, soft), ("apns", APP, ok_apns_token(5))}
+    assert set().union(*seen) == {("apns", APP, soft)}
     assert quarantine_rows(engine)[soft].status == "with_errors"
+    seen.clear()
+    from push.classify import classify
+    recovered = ScriptedSender("apns", {soft: classify("apns", status=200, headers={"apns-id": "x"})})
+    run([N(soft), N(ok_apns_token(6))], cfg, engine, clock, {"apns": recovered}, "recovered")
+    assert set().union(*seen) == {("apns", APP, soft)}
+    assert quarantine_rows(engine)[soft].status == "valid"
+
+
+def test_retries_carry_the_apns_id_of_the_first_send(engine, cfg, clock):
+    class Recording(ScriptedSender):
+        def __init__(self):
+            super().__init__("apns")
+            self.ids = []
+
+        async def send(self, n, **kw):
+            self.ids.append(kw.get("apns_id"))
+            return await super().send(n, **kw)
+
+    tok = apns_token("no_response", 4)  # a timeout: retried
+    first = Recording()
+    run([N(ok_apns_token(1)), N(tok)], cfg, engine, clock, {"apns": first}, "ids")
+    assert logs(engine, "ids")[1].status == "retry_pending"
+    clock.advance(hours=1)
+    again = Recording()
+    asyncio.run(run_retries(engine, cfg, clock, clients={"apns": again}))
+    assert again.ids == [first.ids[1]] and first.ids[1] != first.ids[0]
 
 
 class WaitForNextChunkSender(ScriptedSender):

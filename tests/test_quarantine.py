@@ -22,6 +22,7 @@ from push.quarantine import (
     decide,
     event_for,
     may_change,
+    may_change_valid,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -214,6 +215,18 @@ def test_may_change_is_false_only_where_decide_changes_nothing(scope: Scope, eve
     if not may_change(out):
         assert not any(changes)
     assert may_change(out) == (scope is Scope.TOKEN and event is not Event.IGNORED)
+
+
+@pytest.mark.parametrize("scope", list(Scope))
+@pytest.mark.parametrize("event", list(OUTCOME_FOR_EVENT))
+def test_may_change_valid_is_false_only_where_a_valid_entry_stays_as_it_is(scope: Scope, event: Event) -> None:
+    # The pipeline skips the lookup for tokens analysis saw valid (or without an entry) on this answer.
+    out = OUTCOME_FOR_EVENT[event].with_(scope=scope)
+    if not may_change_valid(out):
+        assert decide(START[QuarantineStatus.VALID], out, now=NOW).state is None
+        assert decide(None, out, now=NOW).state is None
+    assert may_change(out) or not may_change_valid(out)
+    assert may_change_valid(out) == (scope is Scope.TOKEN and event in (Event.HARD, Event.SOFT))
 
 
 def test_apns_410_older_than_registration_is_ignored() -> None:
