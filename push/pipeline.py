@@ -442,9 +442,6 @@ class _Delivery:
         self.cfg = pipe.config
         self._chunks_done = 0
 
-    def _expires(self, n: Notification, now: datetime) -> datetime:
-        return _expiry(n, now + timedelta(seconds=self.cfg.validity_seconds))
-
     # runs on a database thread (the analysis one on Postgres)
     def analyse(self, items: list[tuple[int, Notification]]) -> list[Job]:
         now = self.pipe.clock.now()
@@ -541,7 +538,9 @@ class _Delivery:
     def record(self, batch: list[tuple[Any, ...]]) -> None:
         now = self.pipe.clock.now()
         values = self.pipe.outcome_values
-        updates = [store.OutcomeUpdate(ref.delivery_id, ref.seq, *values(n, attempts, out, self._expires(n, now), now), now)
+        validity = now + timedelta(seconds=self.cfg.validity_seconds)
+        updates = [store.OutcomeUpdate(ref.delivery_id, ref.seq,
+                                       *values(n, attempts, out, _expiry(n, validity), now), now)
                    for ref, n, attempts, out in batch]
         with self.pipe.engine.begin() as conn:
             store.update_log_outcomes(conn, updates)

@@ -53,8 +53,7 @@ def mark_launched(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> No
         return
     seqs = sorted(seqs)
     m = raw.marker(conn)
-    for i in range(0, len(seqs), 900):
-        part = seqs[i:i + 900]
+    for part in raw.chunks(seqs, 900):
         conn.exec_driver_sql(
             f"UPDATE {DLOG.name} SET attempts = attempts + 1 WHERE delivery_id = {m} "
             # the range lets the planner probe (delivery_id, seq) instead of filtering every pending row
@@ -65,8 +64,8 @@ def mark_launched(conn: Connection, delivery_id: str, seqs: Sequence[int]) -> No
 
 
 def mark_rows_launched(conn: Connection, ids: Sequence[int]) -> None:
-    for i in range(0, len(ids), 900):
-        conn.execute(sa.update(DLOG).where(DLOG.c.id.in_(list(ids[i:i + 900]))).values(attempts=DLOG.c.attempts + 1))
+    for part in raw.chunks(ids, 900):
+        conn.execute(sa.update(DLOG).where(DLOG.c.id.in_(list(part))).values(attempts=DLOG.c.attempts + 1))
 
 
 def status_counts(conn: Connection, delivery_id: str) -> list[tuple[str, str | None, int | None, int]]:
