@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from jobs.common import JobResult, Progress, StopFlag, recorded, should_stop
+from tables.retrying import in_transaction
 from push.clock import Clock
 from push.config import PushConfig
 from push.outcomes import FailureReason
@@ -72,13 +73,19 @@ def run_optout(
             if should_stop(stop):
                 progress.stopped = True
                 return  # watermark stays at the last committed chunk: the next run resumes there
-            with engine.begin() as conn:
+
+            def chunk(conn: Any, after: jt.Keyset | None = after) -> tuple[list[jt.Keyset], list[Any]]:
                 keys = jt.unregistered_chunk(conn, since, after, chunk_size)
                 if not keys:
-                    break
+                    return keys, []
                 now = clock.now()
                 disabled = jt.disable_unregistered(conn, since, after, keys[-1], now)
                 store.insert_exclusions(conn, [_exclusion(row) for row in disabled], now=now)
+                return keys, disabled
+
+            keys, disabled = in_transaction(engine, chunk)  # again, whole, after a deadlock
+            if not keys:
+                break
             after = keys[-1]
             progress.examined += len(keys)
             progress.changed += len(disabled)

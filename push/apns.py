@@ -139,6 +139,18 @@ class ApnsClient:
         self._direct = DirectPost(self._http, transport) if isinstance(transport, H2Transport) else None
         self.sent = 0
 
+    async def ready(self) -> bool:
+        """Signing key minted and a stream slot free on an open connection: a send would leave at once."""
+        if self.jwt is not None:
+            self.jwt.current()
+        if self._direct is None:
+            return True
+        return await self._direct.transport.wait_free_stream(self._http.base_url, self._timeout)
+
+    def capacity(self) -> int | None:
+        """How many sends would leave at once (None: unknown, not our transport)."""
+        return None if self._direct is None else self._direct.transport.free_streams(self._http.base_url)
+
     async def send(self, n: Notification, *, apns_id: str | None = None) -> Outcome:
         body = n.apns_body()
         limit = n.apns_limit()

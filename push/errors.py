@@ -4,7 +4,8 @@ PushError
 ├── ConfigError (ValueError)      a setting or file cannot be used (names the setting)
 ├── ValidationError (ValueError)  a notification field is invalid (names the field and the limit)
 ├── TransportError                the network failed in a way the caller must see
-└── StorageError                  the database failed mid-run
+├── StorageError                  the database failed mid-run
+└── DeliveryBusy                  another live process is sending this delivery
 """
 
 from __future__ import annotations
@@ -35,3 +36,14 @@ class TransportError(PushError):
 
 class StorageError(PushError):
     pass
+
+
+class DeliveryBusy(PushError):
+    """Another live process holds this delivery's lease: a second runner never sends its rows."""
+
+    def __init__(self, delivery_id: str, holder: str | None):
+        self.delivery_id = delivery_id
+        self.holder = holder
+        by = f" ({holder})" if holder else ""
+        super().__init__(f"delivery {delivery_id!r} is being sent by another process{by}; "
+                         f"run it again once that process has finished or stopped")

@@ -172,12 +172,25 @@ class FcmClient:
         if transport is None:
             from push.transport import transport_from_config
             transport = transport_from_config(config, ctx)
+        self._timeout = config.stream_timeout
         self._http = httpx.AsyncClient(transport=transport, base_url=config.fcm_base_url.rstrip("/"),
                                        timeout=httpx.Timeout(config.stream_timeout))
         from push.transport import DirectPost, H2Transport
         self._direct = DirectPost(self._http, transport) if isinstance(transport, H2Transport) else None
         self._path = f"/v1/projects/{self.project_id}/messages:send"
         self.sent = 0
+
+    async def ready(self) -> bool:
+        """An access token and a stream slot free on an open connection: a send would leave at once."""
+        if isinstance(await self.oauth.get(), Outcome):
+            return False
+        if self._direct is None:
+            return True
+        return await self._direct.transport.wait_free_stream(self._http.base_url, self._timeout)
+
+    def capacity(self) -> int | None:
+        """How many sends would leave at once (None: unknown, not our transport)."""
+        return None if self._direct is None else self._direct.transport.free_streams(self._http.base_url)
 
     async def send(self, n: Notification) -> Outcome:
         size, limit = n.payload_size()

@@ -90,6 +90,11 @@ class Outcome:
     provider_timestamp: datetime | None = None
     provider_id: str | None = None
     action: Action = Action.NONE
+    # Why the request provably never reached the provider, if it did not: "connect" (no connection
+    # or stream could be had) or "bounced" (refused or cut by GOAWAY before processing, more often
+    # than the transport resends). Such a request may be sent again without risk of a duplicate,
+    # and costs no attempt. Empty: it was answered, or may have been processed.
+    unsent: str = ""
 
     @property
     def ok(self) -> bool:

@@ -1,19 +1,27 @@
 """``send_batch``: analysis, sending, recording, quarantine and retries for one delivery.
 
 Durability rule: a notification's ``delivery_log`` row is written (``pending``)
-before it is sent and its outcome after. Just before a block of sends starts,
-their rows' ``attempts`` is raised in one statement; so after a crash a
-``pending`` row with ``attempts = 0`` was never sent (it is sent on resume) and
-one with ``attempts > 0`` may have been (it is recorded ``interrupted`` and never
-resent: at most once beats a duplicate push). A send's concurrency slot is only
-freed once its outcome is written, so one crash leaves at most two launch
-blocks (``2 × PUSH_CONCURRENCY``) in that state.
+before it is sent and its outcome after. A send is *claimed* just before it is
+written to a stream: a compare-and-set raises ``attempts`` from 0 to 1 and names
+this runner in ``claimed_by`` (``tables.delivery.claim_first_sends``), and only
+sends the claim won go out. So after a crash a ``pending`` row with
+``attempts = 0`` was never sent (it is sent on resume) and one with
+``attempts > 0`` may have been (it is recorded ``interrupted`` and never resent:
+at most once beats a duplicate push). Claims are taken only once a send holds a
+concurrency slot and its provider has an open connection with a free stream, and
+a slot is freed only once its outcome is written, so one crash leaves at most
+``PUSH_CONCURRENCY`` sends in doubt, and those had been handed to the provider.
+
+Many processes: one runner per delivery holds its lease (``tables.locks``; a
+second runner of a live delivery gets ``DeliveryBusy``), and the claims make a
+double send impossible even where the lease is lost; an outcome is written only
+for rows this runner still holds the claim on.
 
 Database work runs off the event loop, so the loop only waits on the network:
 on one worker thread for SQLite (one writer per process), and on Postgres on
-two, each with its own connection: chunk analysis on one, launch marks and
-outcomes on the other, so analysing the next chunk (done while the current one
-is being sent) never holds up the outcome writes that free concurrency slots.
+two, each with its own connection: chunk analysis on one, claims and outcomes
+on the other, so analysing the next chunk (done while the current one is being
+sent) never holds up the outcome writes that free concurrency slots.
 """
 
 from __future__ import annotations
@@ -24,11 +32,12 @@ import hashlib
 import logging
 import uuid
 from collections import Counter, defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
-from typing import (Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
+from typing import (Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
                     TypeVar)
 
 from sqlalchemy.engine import Engine
@@ -36,7 +45,7 @@ from sqlalchemy.engine import Engine
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
-from push.errors import StorageError, ValidationError
+from push.errors import DeliveryBusy, StorageError, ValidationError
 from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import FailureReason, FailureType, Outcome
@@ -45,6 +54,8 @@ from push.quarantine import QuarantinePolicy, QuarantineStatus, may_change, may_
 from tables import delivery as dq
 from tables import store
 from tables.engine import make_engine
+from tables.locks import current_holder, named_lock
+from tables.retrying import in_transaction
 from tables.migrate import upgrade
 from tables.models import LogStatus
 
@@ -62,6 +73,12 @@ _ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 _ANALYZE_AFTER = frozenset({1, 4, 16, 64, 256})
 FLUSH_EVERY = 500  # outcomes per database write
 FLUSH_SECONDS = 0.25  # ... or at least this often, so a crash loses little
+GROUP_MAX = 200  # sends claimed per statement, once each holds a slot
+STOP_CHECK_SECONDS = 0.2  # how often a stop flag (or a lease's liveness) is asked
+UNSENT_FIRST_DELAY = 0.05  # seconds before resending what provably never left; doubles each time,
+UNSENT_MAX_DELAY = 1.0  # ... up to this: 0.05 + 0.1 + ... + 0.8, five resends over 1.55 s per send
+UNSENT_BUDGET_MIN = 1000
+OUTCOME_WRITE_ATTEMPTS = 12  # 0.05 s doubling to 2 s: about 15 s of database trouble survived
 
 
 def apns_id(delivery_id: str, seq: int) -> str:
@@ -85,20 +102,36 @@ class SendRef(NamedTuple):
 Job = tuple[Any, Notification, int]  # (ref, notification, attempts so far); a ref has delivery_id and seq
 
 
-async def _blocks(jobs: Iterable[Job] | AsyncIterator[Job], size: int) -> AsyncIterator[list[Job]]:
+async def _blocks(jobs: Iterable[Job] | AsyncIterator[Job], size: int) -> AsyncGenerator[list[Job], None]:
     if isinstance(jobs, AsyncIterator):
         buf: list[Job] = []
-        async for job in jobs:
-            buf.append(job)
-            if len(buf) >= size:
+        try:
+            async for job in jobs:
+                buf.append(job)
+                if len(buf) >= size:
+                    yield buf
+                    buf = []
+            if buf:
                 yield buf
-                buf = []
-        if buf:
-            yield buf
+        finally:
+            close = getattr(jobs, "aclose", None)
+            if close is not None:  # stopping early: let the source finish its own work
+                await close()
         return
     it = iter(jobs)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+@dataclass
+class SendStats:
+    """What one ``send_many`` did besides the outcomes it recorded."""
+
+    claimed: int = 0
+    claimed_elsewhere: int = 0  # skipped: another runner won the claim, or the row already had an outcome
+    unsent_resends: int = 0  # resends of requests that provably never reached the provider
+    given_back: int = 0  # claims returned at a stop because the send never left
+    stopped: bool = False
 
 
 class Sender(Protocol):
@@ -135,6 +168,9 @@ class DeliveryReport:
     quarantined_at_analysis: int = 0
     quarantined_after_delivery: int = 0
     resumed: bool = False
+    stopped: bool = False  # a stop request ended the run early: ``pending`` rows are sent on resume
+    unsent_resends: int = 0  # requests that provably never reached the provider, sent again at once
+    resent_in_doubt: int = 0  # retries of sends that may already have been delivered (connection lost)
 
     @property
     def excluded_total(self) -> int:
@@ -152,6 +188,7 @@ class DeliveryReport:
             "retry_pending": self.retry_pending, "pending": self.pending,
             "quarantined_at_analysis": self.quarantined_at_analysis,
             "quarantined_after_delivery": self.quarantined_after_delivery, "resumed": self.resumed,
+            "stopped": self.stopped, "unsent_resends": self.unsent_resends, "resent_in_doubt": self.resent_in_doubt,
         }
 
 
@@ -163,7 +200,8 @@ def read_report(engine: Engine, delivery_id: str) -> DeliveryReport:
         counts = dq.status_counts(conn, delivery_id)
         q_analysis = dq.quarantined_at_analysis(conn, delivery_id)
     rep = DeliveryReport(delivery_id, quarantined_at_analysis=q_analysis,
-                         quarantined_after_delivery=row.quarantined_after_delivery)
+                         quarantined_after_delivery=row.quarantined_after_delivery,
+                         resent_in_doubt=row.resent_in_doubt)
     excluded: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     for status, ftype, reason, n in counts:
@@ -226,6 +264,12 @@ class Pipeline:
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-db-analysis")
             if engine.dialect.name == "postgresql" else self._exec)
         self._rules: dict[tuple[str, str], QualificationRule] = {}
+        # This run's name in the ledger's ``claimed_by``: only it writes outcomes for what it claimed.
+        self.claimer = uuid.uuid4().hex[:16]
+        # Resends of requests that provably never left, for the whole run (not per request): under
+        # provider churn they go out again at once; if the provider stays unreachable the run stops
+        # spending time on them and they wait for the retry runner, still without an attempt counted.
+        self._unsent_budget = max(UNSENT_BUDGET_MIN, 10 * config.concurrency)
 
     # ---- plumbing --------------------------------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -244,6 +288,12 @@ class Pipeline:
             if exc.__class__.__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
                 raise StorageError(f"database error during delivery: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
             raise
+
+    def write_outcomes(self, write: Callable[[Any], None]) -> None:
+        """Run ``write(conn)`` (a batch of provider answers) in one transaction, again on a fresh
+        connection after a deadlock or a dropped connection, ``OUTCOME_WRITE_ATTEMPTS`` times in all:
+        answers the provider gave are worth a wait (they carry dead tokens)."""
+        in_transaction(self.engine, write, attempts=OUTCOME_WRITE_ATTEMPTS)
 
     def client(self, platform: str) -> Sender:
         if platform not in self._clients:
@@ -266,8 +316,15 @@ class Pipeline:
             self.client(platform)
 
     async def aclose(self) -> None:
-        for c in self._owned:
+        await self.aclose_clients()
+        self.shutdown()
+
+    async def aclose_clients(self) -> None:
+        owned, self._owned = self._owned, []
+        for c in owned:
             await c.aclose()
+
+    def shutdown(self) -> None:
         self._exec.shutdown(wait=True)
         self._analysis_exec.shutdown(wait=True)
 
@@ -279,28 +336,65 @@ class Pipeline:
 
     # ---- sending ---------------------------------------------------------------------
     async def send_many(self, jobs: Iterable[Job] | AsyncIterator[Job],
-                        launch: Callable[[list[Any]], Awaitable[None]], record: Callable[[list[tuple[Any, ...]]], Any]) -> None:
+                        claim: Callable[[list[Any]], Awaitable[Iterable[Any]]],
+                        record: Callable[[list[tuple[Any, ...]]], Any],
+                        unclaim: Callable[[list[Any]], Awaitable[None]], *,
+                        stop: Any = None) -> SendStats:
         """Send ``(ref, notification, attempts_before)`` jobs with bounded concurrency.
 
         ``jobs`` may be an async iterator: the next chunk is then analysed while the
         previous one's sends are still in flight, so one slow stream never stalls the batch.
-        ``launch(refs)`` runs before each block starts; ``record(results)`` writes
-        batches of ``(ref, notification, attempts, outcome)`` on the DB thread.
+
+        A send is *claimed* (``claim(refs)``, a compare-and-set in the ledger that returns
+        the refs this runner won) only once it holds a concurrency slot and its provider has
+        a ready connection, in groups of at most ``GROUP_MAX``: what is recorded as possibly
+        sent is what was about to be written to a stream, and a ref another runner won is
+        never sent here. ``record(results)`` writes batches of ``(ref, notification,
+        attempts, outcome)`` on the DB thread; ``unclaim(refs)`` gives back claims on sends
+        that provably never left.
+
+        ``stop`` (anything with ``is_set()``): once set, no new send is claimed; the ones in
+        flight finish (each within the stream timeout), their outcomes are written, and the
+        call returns with ``stopped`` set. Cancelling the call instead abandons what is in
+        flight (recorded ``interrupted`` on resume).
         """
-        # A slot is held from launch until the outcome is written, so sends in doubt after a crash
-        # (launched, outcome not yet durable) never exceed one launch block plus the concurrency.
+        # A slot is held from claim until the outcome is written, so sends in doubt after a crash
+        # (claimed, outcome not yet durable) never exceed the concurrency.
         sem = asyncio.Semaphore(self.config.concurrency)
+        stats = SendStats()
         results: list[tuple[Any, ...]] = []
+        given_back: list[Any] = []
         pending: set[asyncio.Task[None]] = set()
         flush_lock = asyncio.Lock()
         wake = asyncio.Event()
         threshold = max(1, min(FLUSH_EVERY, self.config.concurrency // 2))
         block = max(1, min(self.config.concurrency, 1000))
         fatal: list[BaseException] = []
+        loop = asyncio.get_running_loop()
+        next_stop_check = 0.0
+        stopped = False
+
+        def stopping() -> bool:
+            # ``stop`` may ask the database (a lock's liveness): at most a few times a second.
+            nonlocal next_stop_check, stopped
+            if stopped or stop is None:
+                return stopped
+            now = loop.time()
+            if now >= next_stop_check:
+                next_stop_check = now + STOP_CHECK_SECONDS
+                stopped = bool(stop.is_set())
+            return stopped
 
         async def flush() -> None:
-            nonlocal results
+            nonlocal results, given_back
             async with flush_lock:
+                if given_back:
+                    back, given_back = given_back, []
+                    try:
+                        await unclaim(back)
+                    finally:
+                        for _ in back:
+                            sem.release()
                 if not results:
                     return
                 batch, results = results, []
@@ -312,12 +406,12 @@ class Pipeline:
                 if self._progress:
                     self._progress(len(batch))
 
-        stopping = asyncio.Event()
+        halt = asyncio.Event()
 
         async def flusher() -> None:
             # Never cancelled mid-write: a cancelled executor job that has not started would drop its batch.
             try:
-                while not stopping.is_set():
+                while not halt.is_set():
                     waiter = asyncio.ensure_future(wake.wait())
                     try:
                         await asyncio.wait({waiter}, timeout=FLUSH_SECONDS)
@@ -330,46 +424,127 @@ class Pipeline:
                 sem.release()
 
         async def stop_flusher() -> None:
-            stopping.set()
+            halt.set()
             wake.set()
             await asyncio.gather(flush_task, return_exceptions=True)
 
         async def one(ref: Any, n: Notification, attempts: int) -> None:
+            client = self.client(n.platform)
+            kw = self._send_kw(n, ref)
+            delay = UNSENT_FIRST_DELAY
             try:
-                out = await self.client(n.platform).send(n, **self._send_kw(n, ref))
-            except Exception as exc:  # noqa: BLE001 - a bug in a client must not lose the notification
-                log.exception("send failed unexpectedly")
-                out = classify(n.platform, error="connection_lost", detail=f"{type(exc).__name__}: {exc}"[:200],  # type: ignore[arg-type]
-                               table=self.table)
+                while True:
+                    try:
+                        out = await client.send(n, **kw)
+                    except Exception as exc:  # noqa: BLE001 - a bug in a client must not lose the notification
+                        log.exception("send failed unexpectedly")
+                        out = classify(n.platform, error="connection_lost",  # type: ignore[arg-type]
+                                       detail=f"{type(exc).__name__}: {exc}"[:200], table=self.table)
+                    # Provably never processed: send it again at once, within the run's budget; it
+                    # costs no attempt. A server that is up but closing connections (GOAWAY churn)
+                    # gets it again and again; one that cannot be reached at all gets a few tries
+                    # with a pause between connection attempts, then the retry runner takes over.
+                    if not out.unsent or self._unsent_budget <= 0 or stopping():
+                        break
+                    if out.unsent == "connect":
+                        if delay > UNSENT_MAX_DELAY:
+                            break
+                        await asyncio.sleep(delay)
+                        delay *= 2
+                    self._unsent_budget -= 1
+                    stats.unsent_resends += 1
             except BaseException as exc:  # cancellation, KeyboardInterrupt: stop the batch, outcome unknown
                 fatal.append(exc)
                 sem.release()
                 return
+            if out.unsent and stopping():
+                given_back.append(ref)  # never left: pending again, sent on resume
+                stats.given_back += 1
+                wake.set()
+                return
             out = apply_rules(out, n.platform, self._rules)
-            results.append((ref, n, attempts + 1, out))
+            # A send that never left is recorded without counting an attempt.
+            results.append((ref, n, attempts if out.unsent else attempts + 1, out))
             if len(results) >= threshold:
                 wake.set()
 
-        flush_task = asyncio.create_task(flusher())
-        try:
-            async for chunk in _blocks(jobs, block):
-                self.require_clients(n for _, n, _ in chunk)
-                if fatal:
-                    raise fatal[0]
-                await launch([ref for ref, _, _ in chunk])
-                for ref, n, attempts in chunk:
-                    await sem.acquire()
-                    if fatal:
-                        raise fatal[0]
+        async def start(group: list[Job]) -> None:
+            # A claim is a promise that the send leaves now: claim only what the provider's open
+            # connections can take at once (the rest keep their slots and wait for stream room).
+            while group:
+                room: dict[str, int | None] = {}
+                for platform in dict.fromkeys(n.platform for _, n, _ in group):
+                    client = self.client(platform)
+                    ready = getattr(client, "ready", None)
+                    if ready is not None:
+                        await ready()
+                    capacity = getattr(client, "capacity", None)
+                    room[platform] = capacity() if capacity is not None else None
+                now: list[Job] = []
+                later: list[Job] = []
+                for job in group:
+                    free = room[job[1].platform]
+                    if free is None or free > 0:
+                        now.append(job)
+                        if free is not None:
+                            room[job[1].platform] = free - 1
+                    else:
+                        later.append(job)
+                if not now:  # no room reported although ready: let the transport sort it out
+                    now, later = later[:1], later[1:]
+                won = set(map(id, await claim([ref for ref, _, _ in now])))
+                for ref, n, attempts in now:
+                    if id(ref) not in won:
+                        stats.claimed_elsewhere += 1
+                        sem.release()  # another runner has it, or it already has an outcome
+                        continue
+                    stats.claimed += 1
                     task = asyncio.create_task(one(ref, n, attempts))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
+                await asyncio.sleep(0)  # the new sends take their streams before room is counted again
+                group = later
+                if group and stopping():
+                    for _ in group:
+                        sem.release()
+                    return
+
+        flush_task = asyncio.create_task(flusher())
+        blocks = _blocks(jobs, block)
+        try:
+            async for chunk in blocks:
+                self.require_clients(n for _, n, _ in chunk)
+                if fatal:
+                    raise fatal[0]
+                group: list[Job] = []
+                for job in chunk:
+                    if stopping():
+                        break
+                    if group and sem.locked():  # no slot free now: send what holds one
+                        await start(group)
+                        group = []
+                    await sem.acquire()
+                    if fatal:
+                        sem.release()
+                        raise fatal[0]
+                    group.append(job)
+                    if len(group) >= GROUP_MAX:
+                        await start(group)
+                        group = []
+                if group:
+                    if stopping():
+                        for _ in group:
+                            sem.release()
+                    else:
+                        await start(group)
+                if stopping():
+                    break
             while pending:
                 await asyncio.wait(pending, timeout=FLUSH_SECONDS)
                 if fatal:
                     raise fatal[0]
         except BaseException:
-            # Stopping: what is in flight stays 'pending' with attempts > 0 (recorded 'interrupted' on resume).
+            # Stopping hard: what is in flight stays claimed (recorded 'interrupted' on resume).
             for task in pending:
                 task.cancel()
             if pending:
@@ -377,10 +552,14 @@ class Pipeline:
             await stop_flusher()
             await flush()
             raise
+        finally:
+            await blocks.aclose()
         await stop_flusher()
         await flush()
         if fatal:
             raise fatal[0]
+        stats.stopped = stopped
+        return stats
 
     def _send_kw(self, n: Notification, ref: Any) -> dict[str, Any]:
         if n.platform == "apns":
@@ -445,30 +624,33 @@ class _Delivery:
     # runs on a database thread (the analysis one on Postgres)
     def analyse(self, items: list[tuple[int, Notification]]) -> list[Job]:
         now = self.pipe.clock.now()
-        with self.pipe.engine.begin() as conn:
-            existing = dq.log_states(conn, self.id, items[0][0], items[-1][0])
-            fresh = [(seq, n) for seq, n in items if seq not in existing]
-            resend: list[Job] = []
-            interrupted: list[dict[str, Any]] = []
-            by_seq = dict(items)
-            for seq, (status, attempts, _platform) in existing.items():
-                if status != LogStatus.PENDING.value:
-                    continue  # already has its outcome: never sent again
-                n = by_seq[seq]
-                if attempts == 0:
-                    resend.append((SendRef(self.id, seq, False), n, 0))  # its quarantine entry was not looked up
-                else:
-                    out = classify(n.platform, error="interrupted",  # type: ignore[arg-type]
-                                   detail="process stopped while this send was in flight", table=self.pipe.table)
-                    interrupted.append({"delivery_id": self.id, "seq": seq,
-                                        **self.pipe.outcome_columns(n, attempts, out, None, now)})
-            if interrupted:
-                store.update_delivery_logs(conn, interrupted, now=now)
-            to_send = self._analyse_fresh(conn, fresh, now)
+        # Run again as a whole after a deadlock or a dropped connection (it only touches the database).
+        to_send = in_transaction(self.pipe.engine, lambda conn: self._analyse_in(conn, items, now))
         self._chunks_done += 1
         if self._chunks_done in _ANALYZE_AFTER and self.pipe.engine.dialect.name == "postgresql":
             dq.refresh_statistics(self.pipe.engine)
-        return resend + to_send
+        return to_send
+
+    def _analyse_in(self, conn: Any, items: list[tuple[int, Notification]], now: datetime) -> list[Job]:
+        existing = dq.log_states(conn, self.id, items[0][0], items[-1][0])
+        fresh = [(seq, n) for seq, n in items if seq not in existing]
+        resend: list[Job] = []
+        interrupted: list[dict[str, Any]] = []
+        by_seq = dict(items)
+        for seq, (status, attempts, _platform) in existing.items():
+            if status != LogStatus.PENDING.value:
+                continue  # already has its outcome: never sent again
+            n = by_seq[seq]
+            if attempts == 0:
+                resend.append((SendRef(self.id, seq, False), n, 0))  # its quarantine entry was not looked up
+            else:
+                out = classify(n.platform, error="interrupted",  # type: ignore[arg-type]
+                               detail="process stopped while this send was in flight", table=self.pipe.table)
+                interrupted.append({"delivery_id": self.id, "seq": seq,
+                                    **self.pipe.outcome_columns(n, attempts, out, None, now)})
+        if interrupted:
+            store.update_delivery_logs(conn, interrupted, now=now)
+        return resend + self._analyse_fresh(conn, fresh, now)
 
     def _analyse_fresh(self, conn: Any, fresh: list[tuple[int, Notification]], now: datetime
                        ) -> list[Job]:
@@ -531,22 +713,38 @@ class _Delivery:
             return FailureReason.REFUSED, f"payload is {size} bytes, limit {limit}"
         return None, None
 
-    def launch(self, refs: list[Any]) -> None:
-        with self.pipe.engine.begin() as conn:
-            dq.mark_launched(conn, self.id, [ref.seq for ref in refs])
+    def claim(self, refs: list[Any]) -> list[Any]:
+        now = self.pipe.clock.now()
+        claimer = self.pipe.claimer
+        won = in_transaction(self.pipe.engine, lambda conn: dq.claim_first_sends(
+            conn, self.id, [ref.seq for ref in refs], claimer, now))
+        return [ref for ref in refs if ref.seq in won]
+
+    def unclaim(self, refs: list[Any]) -> None:
+        in_transaction(self.pipe.engine, lambda conn: dq.unclaim_first_sends(
+            conn, self.id, [ref.seq for ref in refs], self.pipe.claimer))
 
     def record(self, batch: list[tuple[Any, ...]]) -> None:
         now = self.pipe.clock.now()
         values = self.pipe.outcome_values
         validity = now + timedelta(seconds=self.cfg.validity_seconds)
-        updates = [store.OutcomeUpdate(ref.delivery_id, ref.seq,
+        claimer = self.pipe.claimer
+        updates = [store.OutcomeUpdate(ref.delivery_id, ref.seq, claimer,
                                        *values(n, attempts, out, _expiry(n, validity), now), now)
                    for ref, n, attempts, out in batch]
-        with self.pipe.engine.begin() as conn:
-            store.update_log_outcomes(conn, updates)
-            entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now,
-                                               [ref.valid_at_analysis for ref, _, _, _ in batch])
+        effects = [(n, out) for _, n, _, out in batch]
+        valid = [ref.valid_at_analysis for ref, _, _, _ in batch]
+
+        def write(conn: Any) -> None:
+            written = store.update_log_outcomes(conn, updates)
+            if written < len(updates):
+                log.warning("delivery %s: %d outcome(s) not written: their rows were claimed by another runner",
+                            self.id, len(updates) - written)
+            # The answers are real whoever holds the rows now: their effects on tokens apply.
+            entered = self.pipe.record_effects(conn, effects, now, valid)
             dq.add_quarantined_after(conn, self.id, entered)
+
+        self.pipe.write_outcomes(write)
 
 
 def _expiry(n: Notification, validity: datetime) -> datetime:
@@ -581,7 +779,7 @@ def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int
 async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
                       delivery: str | None = None, *, engine: Engine | None = None, clock: Clock | None = None,
                       clients: Mapping[str, Sender] | None = None, table: OutcomeTable | None = None,
-                      progress: Callable[[int], None] | None = None) -> DeliveryReport:
+                      progress: Callable[[int], None] | None = None, stop: Any = None) -> DeliveryReport:
     """Send a delivery and record every notification's fate; see ``send_batch``."""
     config = config or PushConfig.from_env()
     clock = clock or SystemClock()
@@ -592,6 +790,7 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
     own_engine = engine is None
     engine = engine or make_engine(config.database_url)
     pipe = Pipeline(config, engine, clock=clock, table=table, clients=clients, progress=progress)
+    leases = ExitStack()
     try:
         await pipe.db(upgrade, engine)
         await pipe.load_rules()
@@ -605,6 +804,13 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         chunks = _chunks(notifications, config.chunk_size)
         first = [_check(c) for c in islice(chunks, 1)]
 
+        # One runner per delivery: a second process on a live delivery stops here, before it reads
+        # or marks anything. (Claims make a double send impossible even without it; the lease is
+        # what lets a resume treat claimed rows without an outcome as a dead runner's.)
+        lease = await pipe.db(lambda: leases.enter_context(named_lock(engine, delivery_lock_name(delivery_id), clock)))
+        if lease is None:
+            raise DeliveryBusy(delivery_id, await pipe.db(current_holder, engine, delivery_lock_name(delivery_id)))
+
         def _start() -> bool:
             with engine.begin() as conn:
                 return dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
@@ -613,8 +819,11 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
             log.info("resuming delivery %s", delivery_id)
         d = _Delivery(pipe, delivery_id)
 
-        async def launch(refs: list[Any]) -> None:
-            await pipe.db(d.launch, refs)
+        async def claim(refs: list[Any]) -> list[Any]:
+            return await pipe.db(d.claim, refs)
+
+        async def unclaim(refs: list[Any]) -> None:
+            await pipe.db(d.unclaim, refs)
 
         async def analysed() -> AsyncIterator[Job]:
             # One chunk is analysed ahead, while the one before it is being sent: the sender never
@@ -640,23 +849,45 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
                 if task is not None:  # stopping early: let the analysis finish, its rows stay resumable
                     await asyncio.gather(task, return_exceptions=True)
 
-        await pipe.send_many(analysed(), launch, d.record)
+        stats = await pipe.send_many(analysed(), claim, d.record, unclaim, stop=AnyOf(stop, lease.lost))
+        if lease.lost.is_set():
+            raise StorageError(f"database error during delivery: {delivery_id}'s lease ended with its database "
+                               f"session; stopped after writing the outcomes in flight (run it again to resume)")
 
         report = await pipe.db(read_report, engine, delivery_id)
+        report.stopped = stats.stopped
 
         def _finish() -> None:
             with engine.begin() as conn:
                 dq.save_summary(conn, delivery_id, {
-                    "finished_at": clock.now(), "to_deliver": report.to_deliver, "excluded": report.excluded_total,
-                    "sent": report.sent, "failed": report.failed_total, "retry_pending": report.retry_pending,
-                    "quarantined_at_analysis": report.quarantined_at_analysis})
+                    "finished_at": None if stats.stopped else clock.now(), "to_deliver": report.to_deliver,
+                    "excluded": report.excluded_total, "sent": report.sent, "failed": report.failed_total,
+                    "retry_pending": report.retry_pending, "quarantined_at_analysis": report.quarantined_at_analysis})
         await pipe.db(_finish)
         report.resumed = resumed
+        report.unsent_resends = stats.unsent_resends
         return report
     finally:
-        await pipe.aclose()
+        await pipe.aclose_clients()
+        await asyncio.get_running_loop().run_in_executor(None, leases.close)
+        pipe.shutdown()
         if own_engine:
             engine.dispose()
+
+
+def delivery_lock_name(delivery_id: str) -> str:
+    """The lease of one delivery, in the same lock space as the jobs' (fits ``job_lock.job``)."""
+    return "delivery:" + hashlib.blake2b(delivery_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+class AnyOf:
+    """Set as soon as any of the given flags is (the caller's stop, a lost lease, ...)."""
+
+    def __init__(self, *flags: Any):
+        self._flags = [f for f in flags if f is not None]
+
+    def is_set(self) -> bool:
+        return any(f.is_set() for f in self._flags)
 
 
 def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,

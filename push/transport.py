@@ -1072,6 +1072,41 @@ class H2Transport(httpx.AsyncBaseTransport):
                 raise
             return stream, resends
 
+    def _pool_for(self, url: httpx.URL | str) -> _Pool:
+        url = httpx.URL(url)
+        pool = self._pools.get((url.raw_scheme, url.raw_host, url.port))
+        return pool if pool is not None else self._new_pool(url)
+
+    def free_streams(self, url: httpx.URL | str) -> int:
+        """Requests to ``url``'s origin that could be written right now: free stream slots on ready
+        connections, less the requests already waiting for one."""
+        if self._closed:
+            return 0
+        pool = self._pool_for(url)
+        free = sum(max(0, c.max_streams - c.active) for c in pool.conns if c.state is _READY)
+        return max(0, free - len(pool.waiters))
+
+    async def wait_free_stream(self, url: httpx.URL | str, timeout: float | None) -> bool:
+        """Wait until ``url``'s origin has a ready connection with a free stream slot (opening a
+        connection if needed); False when none could be had in time.
+
+        Callers that record "about to send" before sending (the delivery ledger) wait here and
+        then record only ``free_streams()`` requests, so a stop during connection set-up, or while
+        requests queue for a stream, never leaves recorded sends that could not have left.
+        """
+        if self._closed:
+            return False
+        if self.free_streams(url):
+            return True
+        pool = self._pool_for(url)
+        deadline = None if timeout is None else pool.loop.time() + timeout
+        try:
+            await pool.acquire(deadline, False)
+        except (httpx.ConnectError, httpx.PoolTimeout):
+            return False
+        pool.wake(1)  # the slot we were handed is not used here: pass it on
+        return True
+
     def _new_pool(self, url: httpx.URL) -> _Pool:
         if url.scheme != "https":
             raise httpx.UnsupportedProtocol(f"H2Transport only speaks https, not {url.scheme!r}")
@@ -1190,6 +1225,10 @@ class DirectPost:
             mounted is transport and base.scheme == "https" and not base.query
             and client.auth is None and not any(client.event_hooks.values())
             and self._prefix.endswith(b"/"))
+
+    @property
+    def transport(self) -> H2Transport:
+        return self._transport
 
     def usable(self, path: str, body: bytes) -> bool:
         return (self._enabled and bool(body) and _PLAIN_PATH(path) is not None and not self._client.is_closed

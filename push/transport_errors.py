@@ -28,7 +28,10 @@ def outcome_for_transport_error(provider: str, exc: BaseException, table: Outcom
     name = "timeout" if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.PoolTimeout) else "connection_lost"
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     detail = ("not sent; " if unsent else "may have been delivered; ") + detail
-    return classify(provider, error=name, detail=detail[:200], table=table)  # type: ignore[arg-type]
+    out = classify(provider, error=name, detail=detail[:200], table=table)  # type: ignore[arg-type]
+    if not unsent:
+        return out
+    return out.with_(unsent="connect" if isinstance(exc, (httpx.ConnectError, httpx.PoolTimeout)) else "bounced")
 
 
 async def post_and_classify(provider: Provider, http: httpx.AsyncClient, direct: Any, path: str, body: bytes,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -116,8 +116,14 @@ def abandon_running(conn: Connection, job: str, now: datetime, reason: str) -> i
 # --------------------------------------------------------------------------- job lock (SQLite)
 
 
-def take_lock_row(conn: Connection, job: str, holder: str, now: datetime, expires_at: datetime) -> bool:
-    """Insert the lock row, or take it over if it has expired. True when we hold it."""
+def take_lock_row(conn: Connection, job: str, holder: str, now: datetime, expires_at: datetime,
+                  takeover: Callable[[str], bool] | None = None) -> bool:
+    """Insert the lock row, or take it over if it has expired (or ``takeover(holder)`` says its
+    holder is dead). True when we hold it."""
+    if takeover is not None:
+        current = lock_holder(conn, job)
+        if current is not None and takeover(current):
+            conn.execute(sa.delete(LOCKS).where(LOCKS.c.job == job, LOCKS.c.holder == current))
     ins = _insert(conn, LOCKS).values(job=job, holder=holder, acquired_at=now, expires_at=expires_at)
     stmt = ins.on_conflict_do_update(
         index_elements=["job"],
@@ -132,6 +138,10 @@ def refresh_lock_row(conn: Connection, job: str, holder: str, expires_at: dateti
     """Extend our lock; False when it is no longer ours (it expired and was taken over)."""
     stmt = sa.update(LOCKS).where(LOCKS.c.job == job, LOCKS.c.holder == holder).values(expires_at=expires_at)
     return conn.execute(stmt).rowcount == 1
+
+
+def lock_holder(conn: Connection, job: str) -> str | None:
+    return conn.execute(sa.select(LOCKS.c.holder).where(LOCKS.c.job == job)).scalar_one_or_none()
 
 
 def release_lock_row(conn: Connection, job: str, holder: str) -> None:
@@ -224,6 +234,12 @@ def disable_unregistered(
         SUBS.c.disabled == sa.false(),
         sa.or_(invalidated_at.is_(None), invalidated_at >= SUBS.c.registered_at),
     ]
+    if conn.dialect.name == "postgresql":
+        # ``UPDATE … FROM`` locks target rows in join order; a delivery upserting the same
+        # subscriptions locks them in key order. Take them in key order first, so the two wait
+        # for each other instead of deadlocking.
+        conn.execute(sa.select(SUBS.c.id).where(*where)
+                     .order_by(SUBS.c.platform, SUBS.c.app, SUBS.c.token).with_for_update(of=SUBS))
     stmt = (
         sa.update(SUBS)
         .where(*where)

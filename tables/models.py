@@ -173,6 +173,7 @@ class Delivery(SQLModel, table=True):
     retry_pending: int = _int()
     quarantined_at_analysis: int = _int()
     quarantined_after_delivery: int = _int()
+    resent_in_doubt: int = _int()  # retries of sends that may already have been delivered
 
 
 class DeliveryLog(SQLModel, table=True):
@@ -209,6 +210,8 @@ class DeliveryLog(SQLModel, table=True):
     next_retry_at: datetime | None = _ts(nullable=True)
     expires_at: datetime | None = _ts(nullable=True)
     payload: str | None = Field(default=None, sa_type=sa.Text)  # JSON text, re-sent by the retry job
+    # The runner that won this row (compare-and-set) just before sending it; only it writes the outcome.
+    claimed_by: str | None = Field(default=None, max_length=32)
     created_at: datetime = _ts(server_now=True)
     updated_at: datetime = _ts(server_now=True)
 

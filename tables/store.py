@@ -101,7 +101,9 @@ def _group_tokens(keys: Iterable[Key]) -> dict[tuple[str, str], list[str]]:
     uses the (platform, app, token) unique index on both backends, and costs one
     bound parameter per key instead of three."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for platform, app, token in dict.fromkeys(keys):
+    # Key order: statements that lock these rows (FOR UPDATE, upserts) take them in one global
+    # order, so two writers on overlapping keys wait for each other instead of deadlocking.
+    for platform, app, token in sorted(dict.fromkeys(keys)):
         groups[(platform, app)].append(token)
     return groups
 
@@ -128,7 +130,8 @@ def select_by_keys(
             if tail:
                 sql += f" {tail}"
             if lock and raw.is_pg(conn):
-                sql += " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE already serializes writers
+                # Rows are locked in the order they are read: key order, as every writer takes them.
+                sql += " ORDER BY t.token FOR UPDATE"  # SQLite: BEGIN IMMEDIATE already serializes writers
             found = conn.exec_driver_sql(sql, (platform, app, *raw.one_of_params(conn, chunk), *params)).fetchall()
             yield from raw.result_rows(conn, columns, found)
 
@@ -164,7 +167,8 @@ def upsert_subscriptions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: da
     tail = (f"ON CONFLICT (platform, app, token) DO UPDATE SET profile_id = {new_profile}, "
             f"updated_at = excluded.updated_at "
             f"WHERE {SUBS.name}.profile_id {distinct} {new_profile}")  # skip no-op writes
-    return raw.insert_rows(c, SUBS, _SUB_COLUMNS, list(latest.values()), tail=tail, batch=ROW_BATCH)
+    # In key order: two deliveries upserting overlapping tokens lock them in the same order.
+    return raw.insert_rows(c, SUBS, _SUB_COLUMNS, [latest[k] for k in sorted(latest)], tail=tail, batch=ROW_BATCH)
 
 
 def register_token(
@@ -283,6 +287,7 @@ class LogRow(NamedTuple):
     next_retry_at: datetime | None = None
     expires_at: datetime | None = None
     payload: str | None = None
+    claimed_by: str | None = None
 
 
 class OutcomeUpdate(NamedTuple):
@@ -290,6 +295,7 @@ class OutcomeUpdate(NamedTuple):
 
     delivery_id: str
     seq: int
+    claimed_by: str  # written only while this runner still holds the row's claim
     status: str
     failure_type: str | None
     failure_reason: int | None
@@ -311,7 +317,7 @@ _LOG_UPDATABLE = frozenset(_LOG_OPTIONAL) | {"updated_at"}
 _LOG_ALLOWED = frozenset(LogRow._fields)
 _LOG_FIELDS = (*_LOG_REQUIRED, *_LOG_OPTIONAL)
 _LOG_DEFAULTS = tuple(_LOG_OPTIONAL.items())
-_OUTCOME_KEYS = ("delivery_id", "seq")
+_OUTCOME_KEYS = ("delivery_id", "seq", "claimed_by")
 _OUTCOME_COLUMNS = OutcomeUpdate._fields[len(_OUTCOME_KEYS):]
 # Per column, the value types ``_log_value`` returns unchanged: a chunk's rows skip the call.
 _NONE = type(None)
@@ -368,6 +374,29 @@ def insert_log_rows(conn: DB, rows: Sequence[LogRow]) -> int:
 def update_log_outcomes(conn: DB, rows: Sequence[OutcomeUpdate]) -> int:
     """Write send outcomes, already in column form; the number of rows updated."""
     return raw.update_rows(_conn(conn), DLOG, _OUTCOME_KEYS, _OUTCOME_COLUMNS, rows, batch=ROW_BATCH)
+
+
+class RetryOutcomeUpdate(NamedTuple):
+    """A retry's outcome for the ``delivery_log`` row ``id``, in column form."""
+
+    id: int
+    claimed_by: str  # written only while this runner still holds the row's claim
+    status: str
+    failure_type: str | None
+    failure_reason: int | None
+    error_text: str | None
+    provider_status: int | None
+    provider_reason: str | None
+    provider_id: str | None
+    attempts: int
+    next_retry_at: datetime | None
+    updated_at: datetime
+
+
+def update_retry_outcomes(conn: DB, rows: Sequence[RetryOutcomeUpdate]) -> int:
+    """Write retry outcomes, already in column form; the number of rows updated."""
+    return raw.update_rows(_conn(conn), DLOG, ("id", "claimed_by"), RetryOutcomeUpdate._fields[2:], rows,
+                           batch=ROW_BATCH)
 
 
 def existing_log_status(conn: DB, delivery_id: str, seq_range: range) -> dict[int, LogStatus]:
@@ -443,7 +472,9 @@ def insert_exclusions(conn: DB, rows: Iterable[Mapping[str, Any]], *, now: datet
             row.get("event_at"),
             row.get("created_at", ts),
         ))
-    # No conflict target: either unique constraint (analysis or job) may apply.
+    # No conflict target: either unique constraint (analysis or job) may apply. Sorted by key, so
+    # concurrent writers of the same exclusions wait on unique entries in one order.
+    prepared.sort(key=lambda r: (r[3], r[4], r[2], r[0] or "", r[1] or 0))
     return raw.insert_rows(c, EXCL, _EXCL_COLUMNS, prepared, tail="ON CONFLICT DO NOTHING", batch=ROW_BATCH)
 
 
@@ -502,9 +533,31 @@ def load_quarantine_states(conn: DB, keys: Iterable[Key], *, for_update: bool = 
 
 
 def _write_states(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Store states of keys whose rows this transaction holds locked (or that it just inserted)."""
     sets = ", ".join(f"{name} = excluded.{name}" for name in (*_STATE_COLUMNS, "updated_at"))
-    raw.insert_rows(conn, QUAR, _STATE_ROW, rows, tail=f"ON CONFLICT (platform, app, token) DO UPDATE SET {sets}",
-                    batch=ROW_BATCH)
+    raw.insert_rows(conn, QUAR, _STATE_ROW, sorted(rows, key=lambda r: r[:3]),
+                    tail=f"ON CONFLICT (platform, app, token) DO UPDATE SET {sets}", batch=ROW_BATCH)
+
+
+def _insert_new_states(conn: Connection, rows: list[tuple[Any, ...]]) -> set[Key]:
+    """Insert states of keys that had no row; the keys another writer inserted first are returned
+    (their rows exist now and must be read, locked, and decided again)."""
+    if not rows:
+        return set()
+    rows = sorted(rows, key=lambda r: r[:3])
+    if not raw.is_pg(conn):  # SQLite: BEGIN IMMEDIATE, no other writer can have inserted meanwhile
+        raw.insert_rows(conn, QUAR, _STATE_ROW, rows, batch=ROW_BATCH)
+        return set()
+    lost: set[Key] = set()
+    for part in raw.chunks(rows, ROW_BATCH):
+        inserted = conn.execute(
+            _insert(conn, QUAR).values([dict(zip(_STATE_ROW, r)) for r in part])
+            .on_conflict_do_nothing(index_elements=["platform", "app", "token"])
+            .returning(QUAR.c.platform, QUAR.c.app, QUAR.c.token)
+        ).all()
+        got = {(r[0], r[1], r[2]) for r in inserted}
+        lost.update(key for key in (tuple(r[:3]) for r in part) if key not in got)  # type: ignore[misc]
+    return lost
 
 
 def apply_quarantine(
@@ -540,20 +593,37 @@ def apply_quarantine(
         )
     }
 
-    changed: list[tuple[Any, ...]] = []
-    entered = 0
-    for key, value in outcomes_by_key.items():
-        state, dirty, newly = states.get(key), False, False
-        for outcome in [value] if isinstance(value, Outcome) else value:
-            step = decide(state, outcome, now=ts, registered_at=registered.get(key), policy=policy)
-            if step.state is not None:
-                state, dirty = step.state, True
-                newly = newly or step.entered_quarantine
-        if dirty and state is not None:
-            changed.append(_state_row(key, state, ts))
-            entered += newly
+    def run(keys: Iterable[Key]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], set[Key]]:
+        changed: list[tuple[Any, ...]] = []
+        new: list[tuple[Any, ...]] = []
+        entered: set[Key] = set()
+        for key in keys:
+            value = outcomes_by_key[key]
+            state, dirty, newly = states.get(key), False, False
+            for outcome in [value] if isinstance(value, Outcome) else value:
+                step = decide(state, outcome, now=ts, registered_at=registered.get(key), policy=policy)
+                if step.state is not None:
+                    state, dirty = step.state, True
+                    newly = newly or step.entered_quarantine
+            if dirty and state is not None:
+                (changed if key in states else new).append(_state_row(key, state, ts))
+                if newly:
+                    entered.add(key)
+        return changed, new, entered
+
+    changed, new, entered = run(keys)
     _write_states(c, changed)
-    return entered
+    # A key without a row cannot be locked: two writers can both decide from "no row". Insert
+    # those without overwriting; a key someone else inserted meanwhile is read (now locked) and
+    # decided again from what the other writer stored.
+    raced = _insert_new_states(c, new)
+    if raced:
+        entered -= raced
+        states.update(load_quarantine_states(c, raced, for_update=True))
+        again, _, entered_again = run(sorted(raced))
+        _write_states(c, again)
+        entered |= entered_again
+    return len(entered)
 
 
 def cleanup_quarantine(

@@ -359,4 +359,5 @@ def test_next_chunk_is_analysed_while_the_current_one_is_sent(engine, clock):
 def test_outcome_values_line_up_with_the_outcome_update_columns():
     from push.pipeline import OUTCOME_COLUMNS
 
-    assert ("delivery_id", "seq", *OUTCOME_COLUMNS, "updated_at") == store.OutcomeUpdate._fields
+    assert ("delivery_id", "seq", "claimed_by", *OUTCOME_COLUMNS, "updated_at") == store.OutcomeUpdate._fields
+    assert ("id", "claimed_by", *OUTCOME_COLUMNS, "updated_at") == store.RetryOutcomeUpdate._fields

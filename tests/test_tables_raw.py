@@ -85,15 +85,41 @@ def test_insert_and_update_counts(conn: Connection, delivery: str) -> None:
     assert got == {0: "sent", 1: "sent", 2: "sent", 3: "pending", 4: "failed", 7: "pending"}
 
 
-def test_mark_launched_bumps_pending_rows_only(conn: Connection, delivery: str) -> None:
+def test_claim_first_sends_is_a_compare_and_set(conn: Connection, delivery: str) -> None:
     store.insert_delivery_logs(conn, [_log(i) for i in range(2000)], now=NOW)
     conn.execute(sa.update(DLOG).where(DLOG.c.seq == 5).values(status="sent"))
-    launched = [i for i in range(2000) if i % 2 == 1]  # more than one 900-seq statement, not contiguous
-    dq.mark_launched(conn, "d1", list(reversed(launched)))
-    dq.mark_launched(conn, "d1", [])
-    attempts = dict(conn.execute(sa.select(DLOG.c.seq, DLOG.c.attempts)).all())
-    assert {s for s, a in attempts.items() if a} == set(launched) - {5}
-    assert set(attempts.values()) == {0, 1}
+    wanted = [i for i in range(2000) if i % 2 == 1]  # more than one 900-seq statement, not contiguous
+    won = dq.claim_first_sends(conn, "d1", list(reversed(wanted)), "runner-a", NOW)
+    assert won == set(wanted) - {5}  # a row with an outcome is never claimed
+    assert dq.claim_first_sends(conn, "d1", [], "runner-a", NOW) == set()
+    # A second runner asking for the same rows (and some free ones) wins only the free ones.
+    assert dq.claim_first_sends(conn, "d1", [1, 3, 4, 6], "runner-b", NOW) == {4, 6}
+    rows = {r.seq: r for r in conn.execute(sa.select(DLOG.c.seq, DLOG.c.attempts, DLOG.c.claimed_by))}
+    assert {s for s, r in rows.items() if r.attempts} == (set(wanted) - {5}) | {4, 6}
+    assert {r.attempts for r in rows.values()} == {0, 1}
+    assert rows[1].claimed_by == "runner-a" and rows[4].claimed_by == "runner-b" and rows[0].claimed_by is None
+    # Only the claimer can give a claim back; the row is then sendable again.
+    assert dq.unclaim_first_sends(conn, "d1", [1, 4], "runner-a") == 1
+    assert dq.claim_first_sends(conn, "d1", [1, 4], "runner-b", NOW) == {1}
+
+
+def test_claim_retries_takes_each_due_row_once(conn: Connection, delivery: str) -> None:
+    due, later = NOW - timedelta(minutes=1), NOW + timedelta(minutes=1)
+    store.insert_delivery_logs(conn, [_log(i, status="retry_pending", attempts=1,
+                                           next_retry_at=due if i < 3 else later) for i in range(4)], now=NOW)
+    ids = dict(conn.execute(sa.select(DLOG.c.seq, DLOG.c.id)).all())
+    assert dq.claim_retries(conn, list(ids.values()), "pass-a", NOW) == {ids[0], ids[1], ids[2]}
+    assert dq.claim_retries(conn, list(ids.values()), "pass-b", NOW) == set()  # in flight: no longer due
+    assert dq.due_retries(conn, NOW, 10) == []
+    rows = {r.seq: r for r in conn.execute(sa.select(DLOG.c.seq, DLOG.c.attempts, DLOG.c.next_retry_at,
+                                                     DLOG.c.claimed_by))}
+    assert [rows[i].attempts for i in range(4)] == [2, 2, 2, 1]
+    assert rows[0].next_retry_at is None and rows[0].claimed_by == "pass-a"
+    assert dq.unclaim_retries(conn, [ids[0]], "pass-b", NOW) == 0  # not b's
+    assert dq.unclaim_retries(conn, [ids[0]], "pass-a", NOW) == 1
+    assert [r.id for r in dq.due_retries(conn, NOW, 10)] == [ids[0]]
+    assert [r.id for r in dq.stale_retry_claims(conn, NOW + timedelta(seconds=1), 10)] == [ids[1], ids[2]]
+    assert dq.stale_retry_claims(conn, NOW - timedelta(seconds=1), 10) == []
 
 
 def test_first_seq_of_keys(conn: Connection, delivery: str) -> None:
