@@ -25,7 +25,7 @@ from google.oauth2 import service_account
 from push import jsoncodec
 from push.classify import classify
 from push.clock import Clock, SystemClock
-from push.config import PushConfig
+from push.config import PushConfig, check_project_id
 from push.errors import ConfigError
 from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
@@ -203,6 +203,9 @@ class FcmClient:
         self.project_id = config.fcm_project_id or creds.project_id
         if not self.project_id:
             raise ConfigError("PUSH_FCM_PROJECT_ID", "not set and the service-account file has no project_id")
+        if not config.fcm_project_id:  # PushConfig checked its own; the file's becomes a URL segment too
+            check_project_id(self.project_id, "PUSH_FCM_CREDENTIALS_FILE",
+                             f"{config.fcm_credentials_file}: project_id ")
         ctx = make_ssl_context(config.ca_file)
         self.oauth = FcmAccessToken(creds, make_ssl_context(config.ca_file, alpn=("h2", "http/1.1")),
                                     clock=self._clock, table=self._table)
