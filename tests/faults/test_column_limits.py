@@ -100,13 +100,16 @@ def test_a_notification_at_every_limit_is_written(db, fake_server, apns_key, ser
         Notification(token=long_fcm, platform="fcm", app="x" * 255, profile_id=profile, title="t"),
         Notification(token=long_apns, platform="apns", app="y" * 255, profile_id="p" * 255, title="t"),
         Notification(token=ok_fcm_token(2), platform="fcm", app=FCM_APP, profile_id=10 ** 254 * 9, title="t"),
+        # The widest index entry: (platform, app, token) with 4-byte characters fits Postgres's btree limit.
+        Notification(token="g" * 1024, platform="fcm", app="🙂" * 255, profile_id="🙂" * 255, title="t"),
     ]
     delivery = "d" * 64
     rep = send_batch(notifs, cfg, delivery)
-    assert rep.total == 3 and rep.pending == 0
+    assert rep.total == 4 and rep.pending == 0
     rows = log_rows(engine, delivery)
     assert [(r.token, r.app, r.profile_id) for r in rows] == [
-        (long_fcm, "x" * 255, profile), (long_apns, "y" * 255, "p" * 255), (ok_fcm_token(2), FCM_APP, "9" + "0" * 254)]
+        (long_fcm, "x" * 255, profile), (long_apns, "y" * 255, "p" * 255), (ok_fcm_token(2), FCM_APP, "9" + "0" * 254),
+        ("g" * 1024, "🙂" * 255, "🙂" * 255)]
     assert all(r.status in ("sent", "failed", "retry_pending") for r in rows), [r.status for r in rows]
     t = AppSubscription.__table__
     with engine.connect() as c:
