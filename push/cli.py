@@ -83,8 +83,24 @@ def handled(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130)
+        except Exception as exc:
+            if not _is_database_error(exc):
+                raise
+            _fail(StorageError(f"database error: {type(exc).__name__}: {_first_line(exc)}"), 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    # Raised by the database outside a delivery or job body (migrations, locks, job bookkeeping); matched by
+    # module so the CLI does not import SQLAlchemy before a command needs it.
+    return type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3"))
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)  # the driver's own message, without SQLAlchemy's statement and parameters
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _fail(exc: BaseException, code: int) -> None:
@@ -618,9 +634,9 @@ def run_job_cmd(name: str = typer.Argument(..., help="opt-out | retry | cleanup"
     data = result.as_dict() if hasattr(result, "as_dict") else vars(result)
     if as_json:
         _print_json(data)
-        return
-    console.print(_table(f"job {name}", ["", "value"], [[k, v] for k, v in data.items()]))
-    if getattr(result, "status", "ok") == "error":
+    else:
+        console.print(_table(f"job {name}", ["", "value"], [[k, v] for k, v in data.items()]))
+    if getattr(result, "status", "ok") == "error":  # with --json too: scripts read the exit code
         raise typer.Exit(1)
 
 
@@ -644,4 +660,9 @@ def main() -> None:
         app()
     except StorageError as exc:  # raised outside a command (e.g. during shutdown)
         err.print(f"error: {exc}")
+        sys.exit(1)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        err.print(f"error: database error: {type(exc).__name__}: {_first_line(exc)}", markup=False, highlight=False)
         sys.exit(1)

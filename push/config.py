@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,6 +49,8 @@ class PushConfig:
                          choices=("auto", "h2", "jh2"))
 
     def __post_init__(self) -> None:
+        if self.fcm_project_id:
+            check_project_id(self.fcm_project_id, env_name("fcm_project_id"))
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -102,6 +105,20 @@ class PushConfig:
         if not self.fcm_credentials_file:
             raise ConfigError("PUSH_FCM_CREDENTIALS_FILE", "FCM needs a service-account JSON file")
         _must_exist("fcm_credentials_file", self.fcm_credentials_file)
+
+
+# A Google Cloud project id as Google defines it: 6 to 30 lower-case letters, digits and hyphens, starting with a
+# letter and not ending with a hyphen, optionally after a legacy "domain:" prefix; or a project number. It is a
+# segment of every FCM URL, so nothing else (no "/", "..", "%", "?") may get in.
+PROJECT_ID_RULE = ("6 to 30 lower-case letters, digits and hyphens, starting with a letter and not ending with a "
+                   "hyphen (optionally after a 'domain:' prefix), or a project number")
+_PROJECT_ID = re.compile(r"(?:[a-z0-9][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20}")
+
+
+def check_project_id(value: object, setting: str, where: str = "") -> str:
+    if not isinstance(value, str) or not _PROJECT_ID.fullmatch(value):
+        raise ConfigError(setting, f"{where}{value!r} is not a Google Cloud project id; expected {PROJECT_ID_RULE}")
+    return value
 
 
 def env_name(name: str) -> str:

@@ -17,13 +17,15 @@ from typing import Any, Mapping
 
 import google.auth.exceptions
 import google.auth.transport
+import h2.errors
+import h2.events
 import httpx
 from google.oauth2 import service_account
 
 from push import jsoncodec
 from push.classify import classify
 from push.clock import Clock, SystemClock
-from push.config import PushConfig
+from push.config import PushConfig, check_project_id
 from push.errors import ConfigError
 from push.notification import Notification
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
@@ -34,7 +36,15 @@ from push.transport_errors import post_and_classify
 log = logging.getLogger("push.fcm")
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 REFRESH_MARGIN = timedelta(minutes=5)  # refresh before expiry so no send races the deadline
-FAILURE_HOLD = timedelta(seconds=30)  # a failed token fetch is reused briefly instead of hammering the endpoint
+# After a token fetch really failed, sends get its outcome for a while instead of each asking the endpoint
+# again. A transient failure (connection, 5xx, 429) holds 1 s, doubling while it keeps failing up to 30 s: the
+# endpoint is often back at once, and every second held sends a whole second of notifications to retry.
+# A credential or configuration error holds 30 s at once: asking again soon cannot help.
+TRANSIENT_HOLD = timedelta(seconds=1)
+FAILURE_HOLD = timedelta(seconds=30)
+# A token request the server provably did not process (RST_STREAM REFUSED_STREAM, or GOAWAY before it) is
+# resent at once, as the push transport does; these many times per fetch.
+UNPROCESSED_RESENDS = 3
 _SA_FIELDS = ("type", "client_email", "private_key", "token_uri")
 
 
@@ -45,6 +55,20 @@ class _Response:
         self.data = r.content
 
 
+def _unprocessed(exc: BaseException) -> bool:
+    """The server provably did not process the request: it refused the stream, or sent GOAWAY before it
+    (httpcore itself resends what a GOAWAY's last_stream_id leaves out, except for last_stream_id 0)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        event = seen.args[0] if seen.args else None
+        if isinstance(event, h2.events.StreamReset) and event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+            return True
+        if isinstance(event, h2.events.ConnectionTerminated) and event.last_stream_id == 0:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class HttpxAuthRequest(google.auth.transport.Request):
     """google-auth transport on httpx, trusting exactly the context it is given."""
 
@@ -52,16 +76,24 @@ class HttpxAuthRequest(google.auth.transport.Request):
         self._client = httpx.Client(verify=ssl_context, http2=True, timeout=timeout, trust_env=False)
         self._timeout = timeout
         self.last: httpx.Response | None = None
+        self.resent = 0  # unprocessed requests resent
 
     def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Mapping[str, str] | None = None,
                  timeout: float | None = None, **kwargs: Any) -> _Response:
         self.last = None
-        try:
-            r = self._client.request(method, url, content=body, headers=headers, timeout=timeout or self._timeout)
-        except httpx.HTTPError as exc:
-            raise google.auth.exceptions.TransportError(f"{type(exc).__name__}: {exc}") from exc
-        self.last = r
-        return _Response(r)
+        resends = 0
+        while True:
+            try:
+                r = self._client.request(method, url, content=body, headers=headers, timeout=timeout or self._timeout)
+            except httpx.HTTPError as exc:
+                if resends < UNPROCESSED_RESENDS and _unprocessed(exc):
+                    resends += 1
+                    self.resent += 1
+                    log.info("FCM OAuth token request not processed by the server (%s); resending", exc)
+                    continue
+                raise google.auth.exceptions.TransportError(f"{type(exc).__name__}: {exc}") from exc
+            self.last = r
+            return _Response(r)
 
     def close(self) -> None:
         self._client.close()
@@ -100,6 +132,7 @@ class FcmAccessToken:
         self._token: str | None = None
         self._expires: datetime | None = None
         self._failure: tuple[Outcome, datetime] | None = None
+        self._hold = TRANSIENT_HOLD  # the next transient failure's hold
         self._lock: asyncio.Lock | None = None
         self.fetched = 0
 
@@ -118,11 +151,15 @@ class FcmAccessToken:
                 return self._failure[0]
             result = await asyncio.to_thread(self._refresh)
             if isinstance(result, Outcome):
-                self._failure = (result, self._clock.now() + FAILURE_HOLD)
-                log.error("FCM OAuth token refresh failed for service account %s: %s",
-                          self._creds.service_account_email, result.raw_error_text)
+                if result.retry:
+                    hold, self._hold = self._hold, min(self._hold * 2, FAILURE_HOLD)
+                else:
+                    hold = FAILURE_HOLD
+                self._failure = (result, self._clock.now() + hold)
+                log.error("FCM OAuth token refresh failed for service account %s: %s (held %g s)",
+                          self._creds.service_account_email, result.raw_error_text, hold.total_seconds())
             else:
-                self._failure = None
+                self._failure, self._hold = None, TRANSIENT_HOLD
             return result
 
     def _refresh(self) -> str | Outcome:
@@ -166,6 +203,9 @@ class FcmClient:
         self.project_id = config.fcm_project_id or creds.project_id
         if not self.project_id:
             raise ConfigError("PUSH_FCM_PROJECT_ID", "not set and the service-account file has no project_id")
+        if not config.fcm_project_id:  # PushConfig checked its own; the file's becomes a URL segment too
+            check_project_id(self.project_id, "PUSH_FCM_CREDENTIALS_FILE",
+                             f"{config.fcm_credentials_file}: project_id ")
         ctx = make_ssl_context(config.ca_file)
         self.oauth = FcmAccessToken(creds, make_ssl_context(config.ca_file, alpn=("h2", "http/1.1")),
                                     clock=self._clock, table=self._table)

@@ -23,13 +23,30 @@ APNS_PAYLOAD_LIMIT = 4096
 APNS_VOIP_PAYLOAD_LIMIT = 5120
 FCM_PAYLOAD_LIMIT = 4096
 FCM_MAX_TTL = 2_419_200  # 4 weeks
+# The sizes of the columns what a notification carries is written to (tables/models.py: the token columns of
+# delivery_log, app_subscription, quarantine and exclusion_log; app; profile_id; delivery.id). The validator's
+# limits are these, so nothing it accepts can fail when written (tests/faults/test_column_limits.py holds the two
+# together: tables cannot be imported while push loads).
+TOKEN_MAX = 1024
+APP_MAX = 255
+PROFILE_ID_MAX = 255
+DELIVERY_ID_MAX = 64
 # APNs device tokens are hex of 32 bytes today; Apple says not to assume a length, so allow 8..200 bytes.
-_HEX = re.compile(r"[0-9a-fA-F]{16,400}")
-_FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{8,4096}")
+APNS_TOKEN_MAX = 400
+_HEX = re.compile(r"[0-9a-fA-F]{16,%d}" % APNS_TOKEN_MAX)
+# FCM documents no maximum; real registration tokens are about 160 characters, so the column's 1,024 is the limit.
+_FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]{8,%d}" % TOKEN_MAX)
 _FCM_RESERVED = ("from", "message_type")
 _PRIORITIES = ("high", "normal")
 _HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Every text field: (longest in characters or None, whether line breaks and other control characters other than
+# NUL may appear). Identifiers are stored in columns or sent as headers; NUL is refused everywhere (PostgreSQL
+# text cannot hold it, and no provider wants it).
+_TEXT_FIELDS: dict[str, tuple[int | None, bool]] = {
+    "app": (APP_MAX, False), "profile_id": (PROFILE_ID_MAX, False), "push_type": (None, False),
+    "collapse_id": (None, False), "title": (None, True), "body": (None, True),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,31 +74,22 @@ class Notification:
             raise ValidationError("platform", f"must be one of {', '.join(PLATFORMS)}, not {self.platform!r}")
         if not isinstance(self.app, str) or not self.app.strip():
             raise ValidationError("app", "is required (APNs bundle id / topic, or FCM app name)")
-        if len(self.app) > 255:
-            raise ValidationError("app", f"is {len(self.app)} characters; the limit is 255", limit=255)
         if self.token is not None and not isinstance(self.token, str):
             raise ValidationError("token", f"must be a string, not {type(self.token).__name__}")
         if self.token:  # an empty token is excluded at analysis (reason 7), not rejected here
-            if self.platform == "apns" and not _HEX.fullmatch(self.token):
-                raise ValidationError("token", "an APNs device token must be 16 to 400 hexadecimal characters",
-                                      limit="16..400 hex")
+            if self.platform == "apns":
+                if not _HEX.fullmatch(self.token):
+                    raise ValidationError("token", f"an APNs device token must be 16 to {APNS_TOKEN_MAX} "
+                                          "hexadecimal characters", limit=f"16..{APNS_TOKEN_MAX} hex")
+                # Hex is case-insensitive: one device, one key (duplicates, quarantine, subscriptions).
+                object.__setattr__(self, "token", self.token.lower())
             if self.platform == "fcm" and not _FCM_TOKEN.fullmatch(self.token):
-                raise ValidationError("token", "an FCM registration token must be 8 to 4096 characters of "
-                                      "letters, digits and _:.-", limit="8..4096")
+                raise ValidationError("token", f"an FCM registration token must be 8 to {TOKEN_MAX} characters "
+                                      "of letters, digits and _:.-", limit=f"8..{TOKEN_MAX}")
         if self.profile_id is not None and not isinstance(self.profile_id, str):
-            object.__setattr__(self, "profile_id", str(self.profile_id))
-        for name in ("title", "body", "collapse_id"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ValidationError(name, f"must be a string, not {type(value).__name__}")
-        if not isinstance(self.push_type, str):  # stored with every notification, even FCM ones
-            raise ValidationError("push_type", f"must be a string, not {type(self.push_type).__name__}")
-        for name in ("app", "profile_id", "title", "body", "collapse_id"):
-            _require_utf8(name, getattr(self, name))
-        for name in ("app", "profile_id"):  # stored in text columns; PostgreSQL refuses NUL
-            value = getattr(self, name)
-            if value is not None and _CONTROL.search(value):
-                raise ValidationError(name, "must not contain control characters")
+            object.__setattr__(self, "profile_id", _profile_text(self.profile_id))
+        for name, (longest, controls) in _TEXT_FIELDS.items():
+            _check_text(name, getattr(self, name), longest, controls)
         if not isinstance(self.data, Mapping):
             raise ValidationError("data", f"must be a mapping, not {type(self.data).__name__}")
         if self.payload is not None and not isinstance(self.payload, Mapping):
@@ -264,3 +272,38 @@ def _require_utf8(name: str, value: str | None) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValidationError(name, "is not valid text (lone surrogate characters cannot be sent)") from None
+
+
+def _check_text(name: str, value: object, longest: int | None, controls: bool) -> None:
+    """A text field as every column and provider takes it: a string of valid UTF-8, no NUL, at most ``longest``."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, not {type(value).__name__}")
+    _require_utf8(name, value)
+    if longest is not None and len(value) > longest:
+        raise ValidationError(name, f"is {len(value)} characters; the limit is {longest}", limit=longest)
+    bad = "\x00" in value if controls else _CONTROL.search(value) is not None
+    if bad:
+        raise ValidationError(name, "must not contain NUL" if controls else "must not contain control characters")
+
+
+def _profile_text(value: object) -> str:
+    # A whole number is a common profile id; anything else is not turned into text (str() of an arbitrary
+    # object can be anything, or raise).
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("profile_id", f"must be a string or a whole number, not {type(value).__name__}")
+    if not -10 ** PROFILE_ID_MAX < value < 10 ** PROFILE_ID_MAX:
+        raise ValidationError("profile_id", f"has more than {PROFILE_ID_MAX} digits", limit=PROFILE_ID_MAX)
+    return str(value)
+
+
+def check_delivery_id(value: object) -> str:
+    """A caller's delivery id: stored in ``delivery.id`` (64), sent inside apns-ids (UTF-8)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > DELIVERY_ID_MAX:
+        raise ValidationError("delivery", f"must be a non-empty id of at most {DELIVERY_ID_MAX} characters",
+                              limit=DELIVERY_ID_MAX)
+    _require_utf8("delivery", value)
+    if _CONTROL.search(value):
+        raise ValidationError("delivery", "must not contain control characters (NUL, line breaks, ...)")
+    return value

@@ -262,6 +262,9 @@ class OutcomeTable:
         for key, changes in overrides.items():
             if key not in rows:
                 raise ConfigError("PUSH_OUTCOME_OVERRIDES", f"unknown outcome rule {key!r}")
+            if not isinstance(changes, Mapping):
+                raise ConfigError("PUSH_OUTCOME_OVERRIDES", f"{key}: expected an object of field -> value, "
+                                  f"not {type(changes).__name__}")
             bad = set(changes) - allowed
             if bad:
                 raise ConfigError("PUSH_OUTCOME_OVERRIDES", f"{key}: unknown field(s) {sorted(bad)}; allowed {sorted(allowed)}")
@@ -279,7 +282,10 @@ class OutcomeTable:
             raise ConfigError("PUSH_OUTCOME_OVERRIDES", f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError("PUSH_OUTCOME_OVERRIDES", f"{path}: expected a JSON object of rule key -> fields")
-        return (base or DEFAULT_TABLE).with_overrides(data)
+        try:
+            return (base or DEFAULT_TABLE).with_overrides(data)
+        except ConfigError as exc:  # name the file, not only the row
+            raise ConfigError(exc.setting, f"{path}: {exc.message}") from None
 
 
 def _coerce(name: str, value: Any) -> Any:

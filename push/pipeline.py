@@ -46,7 +46,7 @@ from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
 from push.errors import DeliveryBusy, StorageError, ValidationError
-from push.notification import Notification
+from push.notification import Notification, check_delivery_id
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import QualificationRule, apply_rules
@@ -784,8 +784,8 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
     config = config or PushConfig.from_env()
     clock = clock or SystemClock()
     table = table or load_table(config)
-    if delivery is not None and (not isinstance(delivery, str) or not delivery.strip() or len(delivery) > 64):
-        raise ValidationError("delivery", "must be a non-empty id of at most 64 characters", limit=64)
+    if delivery is not None:
+        check_delivery_id(delivery)
     delivery_id = delivery or uuid.uuid4().hex
     own_engine = engine is None
     engine = engine or make_engine(config.database_url)

@@ -30,10 +30,15 @@ def register_tokens(engine: Engine, registrations: Iterable[Mapping[str, str | N
             token = reg.get("token")
             if not token:
                 raise ValidationError(f"registrations[{i}].token", "is required")
-            # Validate token format and platform exactly as a notification would.
-            Notification(token=token, platform=str(reg.get("platform")), app=str(reg.get("app") or ""))
-            store.register_token(conn, app=str(reg["app"]), platform=str(reg["platform"]), token=token,
-                                 profile_id=reg.get("profile_id"), now=now)
+            # Validated and normalised exactly as a notification is (an APNs token in lower case), so a
+            # registration and a send of one device share one key.
+            try:
+                valid = Notification(token=token, platform=reg.get("platform"),  # type: ignore[arg-type]
+                                     app=reg.get("app") or "", profile_id=reg.get("profile_id"))
+            except ValidationError as exc:
+                raise ValidationError(f"registrations[{i}].{exc.field}", exc.message, limit=exc.limit) from None
+            store.register_token(conn, app=valid.app, platform=valid.platform, token=valid.token or "",
+                                 profile_id=valid.profile_id, now=now)
             n += 1
     return n
 

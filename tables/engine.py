@@ -3,7 +3,8 @@
 Supported: ``sqlite:///path.db`` and PostgreSQL through psycopg 3
 (``postgresql+psycopg://``; plain ``postgresql://`` / ``postgres://`` are routed
 to psycopg). Anything else is a ``ConfigError`` naming the setting, raised
-before the first real query, so a typo is not discovered mid-delivery.
+before the first real query, so a typo is not discovered mid-delivery; a
+database that is there but refuses connections for now is a ``StorageError``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from push.errors import ConfigError
+from push.errors import ConfigError, StorageError
 
 SETTING = "PUSH_DATABASE_URL"
 CONNECT_TIMEOUT_S = 5  # a wrong host should fail in seconds, not hang the worker
@@ -41,8 +42,26 @@ def make_engine(url: str | URL, *, check: bool = True, **engine_kwargs: Any) -> 
             engine.dispose()
             where = parsed.render_as_string(hide_password=True)
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if refused_for_now(exc):
+                raise StorageError(f"database error: {where} refuses connections for now: {reason}") from exc
             raise ConfigError(SETTING, f"cannot connect to {where}: {reason}") from exc
     return engine
+
+
+# What a database that is there says when it refuses for now (starting up, shutting down, in recovery, out of
+# connection slots, closed to connections by an administrator): a database error to try again later, not a
+# setting to fix. libpq gives a failed connection no SQLSTATE, so the server's own words are matched too.
+# A refused TCP connection stays a setting error: a wrong port looks exactly like it.
+_REFUSED_FOR_NOW_STATES = ("53", "57P", "55000")
+_REFUSED_FOR_NOW_WORDS = ("is starting up", "is shutting down", "in recovery mode", "not yet accepting connections",
+                          "not currently accepting connections", "too many clients", "too many connections",
+                          "connection slots are reserved", "administrator command", "database is locked")
+
+
+def refused_for_now(exc: DBAPIError) -> bool:
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    text = str(exc.orig if exc.orig is not None else exc)
+    return state.startswith(_REFUSED_FOR_NOW_STATES) or any(w in text for w in _REFUSED_FOR_NOW_WORDS)
 
 
 def _parse(url: str | URL) -> URL:

@@ -322,7 +322,7 @@ def test_apns_certificate_auth(fake_server: FakePushServer, pki: TestPKI, tmp_pa
     assert fake_server.requests[-1].client_cert is True
     import trustme
 
-    foreign = trustme.CA().issue_cert(common_name="Apple Push Services: evil")
+    foreign = trustme.CA().issue_cert("evil.example", common_name="Apple Push Services: evil")
     ctx = pki.client_ssl_context()
     foreign.configure_cert(ctx)
     with pytest.raises((ssl.SSLError, ConnectionError, ConnectionLost)):

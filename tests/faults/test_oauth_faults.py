@@ -3,6 +3,7 @@ one clear log line names the credential problem, and no secret is logged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -56,3 +57,60 @@ def test_oauth_endpoint_down_or_refusing(mode, db, fake_server, apns_key, servic
         jwt_signature = body.rsplit(".", 1)[-1]
         assert jwt_signature not in everything
         assert all(jwt_signature not in (r.error_text or "") for r in log_rows(engine, f"oauth-{mode}"))
+
+
+@pytest.mark.parametrize("kind", ["rst_refused", "goaway"])
+def test_unprocessed_token_request_is_resent_at_once(kind, db, fake_server, apns_key, service_account):
+    """A token request the server refused (REFUSED_STREAM) or bounced (GOAWAY before it) was not processed:
+    it is resent at once and every FCM notification is sent, none parked in retry_pending."""
+    engine, url = db
+    fake_server.oauth_next = [kind]
+    cfg = make_config(fake_server, apns_key, service_account, url, concurrency=200, chunk_size=500)
+    notifs = [fcm_n(ok_fcm_token(i)) for i in range(2000)]
+    rep = run_batch(notifs, cfg, f"oauth-{kind}")
+    fault(f"OAuth token request {kind}")
+    assert_ledger(engine, f"oauth-{kind}", len(notifs), fake_server.accepted)
+    assert rep.sent == 2000 and rep.retry_pending == 0
+    assert fake_server.oauth_requests == 2  # the unprocessed one and its resend
+    assert len([r for r in fake_server.requests if r.provider == "fcm"]) == 2000
+
+
+def test_a_real_token_failure_is_held_briefly_then_longer(fake_server, service_account):
+    """A transient failure holds 1 s, doubling while it repeats; a success ends it; a credential error holds 30 s."""
+    from datetime import datetime, timezone
+
+    from push.clock import FakeClock
+    from push.config import PushConfig
+    from push.fcm import FcmClient
+
+    clock = FakeClock(datetime(2026, 11, 23, tzinfo=timezone.utc))
+    cfg = PushConfig(fcm_base_url=fake_server.url, fcm_credentials_file=str(service_account.path),
+                     ca_file=str(fake_server.ca_file), stream_timeout=2.0)
+
+    async def scenario():
+        client = FcmClient(cfg, clock=clock)
+        try:
+            async def send(i):
+                return await client.send(fcm_n(ok_fcm_token(i)))
+
+            fake_server.oauth_mode = "drop"  # connection lost: transient
+            assert (await send(1)).rule == "oauth:connection" and fake_server.oauth_requests == 1
+            clock.advance(0.9)
+            assert not (await send(2)).ok and fake_server.oauth_requests == 1  # held
+            clock.advance(0.2)
+            assert not (await send(3)).ok and fake_server.oauth_requests == 2  # 1 s later: asked again
+            clock.advance(1.1)
+            assert not (await send(4)).ok and fake_server.oauth_requests == 2  # now held 2 s
+            clock.advance(1.0)
+            fake_server.oauth_mode = "ok"
+            assert (await send(5)).ok and fake_server.oauth_requests == 3
+            client.oauth.rejected(client.oauth._token)  # force the next fetch
+            fake_server.oauth_mode = "invalid_grant"  # a credential error
+            assert (await send(6)).rule == "oauth:invalid_grant" and fake_server.oauth_requests == 4
+            clock.advance(29)
+            assert not (await send(7)).ok and fake_server.oauth_requests == 4
+            clock.advance(1.1)
+            assert not (await send(8)).ok and fake_server.oauth_requests == 5
+        finally:
+            await client.aclose()
+    asyncio.run(scenario())
