@@ -59,17 +59,27 @@ APNS_OTHER = [
     (429, "TooManyRequests", PRO), (500, "InternalServerError", PRO), (503, "ServiceUnavailable", PRO),
     (503, "Shutdown", PRO),
 ]
+# Apple's throttling and outage answers: the seed's soft / refused, retried (issue 14 item 3; choice 3).
+APNS_RETRIED = {429, 500, 503}
 
 # rule key -> (request, expected type, reason, retry, scope)
 EXPECTED: dict[str, tuple[dict, T | None, R, bool, S]] = {
     "apns:200": (apns(200), None, R.UNDEFINED, False, TOK),
     "apns:410:Unregistered": (apns(410, "Unregistered", timestamp=1700000000000), H, R.USER_UNKNOWN, False, TOK),
     "apns:410:ExpiredToken": (apns(410, "ExpiredToken", timestamp=1700000000000), H, R.USER_UNKNOWN, False, TOK),
-    **{f"apns:{st}:{rs}": (apns(st, rs), SO, R.REFUSED, False, sc) for st, rs, sc in APNS_OTHER},
-    "apns:4xx:*": (apns(400, "SomethingApplesAddsLater"), SO, R.REFUSED, False, TOK),
-    "apns:5xx:*": (apns(502), SO, R.REFUSED, False, PRO),
+    **{f"apns:{st}:{rs}": (apns(st, rs), SO, R.REFUSED, st in APNS_RETRIED, sc) for st, rs, sc in APNS_OTHER},
+    # One fallback per documented status, scoped as Apple's status table puts it (protocols.md §1.6).
+    "apns:400:*": (apns(400, "SomethingApplesAddsLater"), SO, R.REFUSED, False, MSG),
+    "apns:403:*": (apns(403, "TopicMismatch"), SO, R.REFUSED, False, PRO),
+    "apns:404:*": (apns(404, "SomethingNew"), SO, R.REFUSED, False, MSG),
+    "apns:405:*": (apns(405, "SomethingNew"), SO, R.REFUSED, False, MSG),
+    "apns:410:*": (apns(410, "SomethingNew", timestamp=1700000000000), H, R.USER_UNKNOWN, False, TOK),
+    "apns:413:*": (apns(413, "SomethingNew"), SO, R.REFUSED, False, MSG),
+    "apns:429:*": (apns(429, "SomethingNew"), SO, R.REFUSED, True, PRO),
+    "apns:4xx:*": (apns(418, "Teapot"), SO, R.REFUSED, False, PRO),
+    "apns:5xx:*": (apns(502), SO, R.REFUSED, True, PRO),
     "apns:other_status": (apns(302, "Moved"), SO, R.REFUSED, False, PRO),
-    "apns:non_json": (dict(provider="apns", status=500, body=b"<html>oops</html>"), SO, R.UNDEFINED, False, PRO),
+    "apns:non_json": (dict(provider="apns", status=404, body=b"<html>oops</html>"), SO, R.REFUSED, False, PRO),
     "apns:connection_lost": (dict(provider="apns", error="connection_lost"), UN, R.UNREACHABLE, True, PRO),
     "apns:timeout": (dict(provider="apns", error="timeout"), UN, R.UNREACHABLE, True, PRO),
     "apns:interrupted": (dict(provider="apns", error="interrupted"), UN, R.UNREACHABLE, False, PRO),
@@ -99,6 +109,13 @@ EXPECTED: dict[str, tuple[dict, T | None, R, bool, S]] = {
     "fcm:INTERNAL": (fcm_error(500, "INTERNAL", "internal", "INTERNAL"), IG, R.REFUSED, True, PRO),
     "fcm:UNAVAILABLE": (fcm_error(503, "UNAVAILABLE", "overloaded", "UNAVAILABLE"), IG, R.REFUSED, True, PRO),
     "fcm:UNSPECIFIED_ERROR": (fcm_error(500, "UNKNOWN", "?", "UNSPECIFIED_ERROR"), IG, R.REFUSED, False, PRO),
+    "fcm:status:UNAUTHENTICATED": (fcm_error(401, "UNAUTHENTICATED", "auth", "BRAND_NEW_CODE"), SO, R.REFUSED, False, PRO),
+    "fcm:status:RESOURCE_EXHAUSTED": (fcm_error(429, "RESOURCE_EXHAUSTED", "q", "BRAND_NEW_CODE"), SO, R.REFUSED, True, PRO),
+    "fcm:status:INTERNAL": (fcm_error(500, "INTERNAL", "internal", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
+    "fcm:status:UNAVAILABLE": (fcm_error(503, "UNAVAILABLE", "busy", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
+    "fcm:status:DEADLINE_EXCEEDED": (fcm_error(504, "DEADLINE_EXCEEDED", "late", "BRAND_NEW_CODE"),
+                                     SO, R.UNREACHABLE, True, PRO),
+    "fcm:error_code:5xx": (fcm_error(500, "UNKNOWN", "?", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
     "fcm:error_code:*": (fcm_error(400, "FAILED_PRECONDITION", "new", "BRAND_NEW_CODE"), IG, R.REFUSED, False, PRO),
     "fcm:401:no_fcm_error": (fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
                              SO, R.REFUSED, False, PRO),
@@ -181,9 +198,9 @@ def test_seed_rows_exact():
     for key, (ftype, reason, retry) in exact.items():
         row = DEFAULT_TABLE[key]
         assert (row.failure_type.value, int(row.failure_reason), row.retry) == (ftype, reason, retry), key
-    for _, reason, _ in APNS_OTHER:
+    for status, reason, _ in APNS_OTHER:
         row = [r for r in DEFAULT_TABLE if r.key.endswith(":" + reason)][0]
-        assert (row.failure_type, row.failure_reason, row.retry) == (SO, R.REFUSED, False)
+        assert (row.failure_type, row.failure_reason, row.retry) == (SO, R.REFUSED, status in APNS_RETRIED)
 
 
 def test_fcm_invalid_token_by_message_text_only():
