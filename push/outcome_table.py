@@ -123,8 +123,11 @@ FALLBACKS: Mapping[str, tuple[str, ...]] = {
     "apns": ("apns:{status}:{reason}", "apns:{status}:*", "apns:{status_class}:*", "apns:other_status"),
     # APNs error body that is not JSON: nothing but the status is Apple's word, and only for some.
     "apns:non_json": ("apns:{decides}:*", "apns:non_json"),
-    # FCM with an FcmError errorCode: its own row, else the google.rpc status, else the HTTP status.
-    "fcm:code": ("fcm:{code}", "fcm:status:{rpc}", "fcm:{status}:no_fcm_error", "fcm:error_code:{status_class}",
+    # FCM with an FcmError errorCode: its own row, else the HTTP status's own row, else the google.rpc status,
+    # else the status class.
+    # (401, 403, 404 and 429 have rows of their own: 401 is always our OAuth token unless the errorCode says
+    # THIRD_PARTY_AUTH_ERROR, 429 always quota; the rpc status refines the rest.)
+    "fcm:code": ("fcm:{code}", "fcm:{status}:no_fcm_error", "fcm:status:{rpc}", "fcm:error_code:{status_class}",
                  "fcm:error_code:*"),
     # FCM google.rpc.Status (or other JSON) without FcmError.
     "fcm:no_code": ("fcm:{status}:no_fcm_error", "fcm:{status_class}:no_fcm_error", "fcm:error_code:*"),
@@ -225,13 +228,11 @@ def _rows() -> Iterable[OutcomeRule]:
     yield OutcomeRule("fcm:UNAVAILABLE", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Unavailable", "503")
     yield OutcomeRule("fcm:UNSPECIFIED_ERROR", IGNORED, R.REFUSED, False, PROVIDER, NONE,
                       V2 + "unexpected error code", "no further information")
-    # An errorCode this table does not know: the google.rpc status says what kind of failure it is
-    # (firebase-admin falls back the same way), then the HTTP status, then "unexpected error code".
-    yield OutcomeRule("fcm:status:UNAUTHENTICATED", SOFT, R.REFUSED, False, PROVIDER, REFRESH,
-                      V2 + "Error authenticating the sender account",
-                      "unknown errorCode, status UNAUTHENTICATED: OAuth token refreshed and resent once first")
+    # An errorCode this table does not know: after the rows of 401/403/404/429 (below), the google.rpc
+    # status says what kind of failure it is (firebase-admin falls back the same way), then the status
+    # class, then "unexpected error code".
     yield OutcomeRule("fcm:status:RESOURCE_EXHAUSTED", SOFT, R.REFUSED, True, PROVIDER, NONE,
-                      V2 + "Device quota exceeded", "unknown errorCode, status RESOURCE_EXHAUSTED")
+                      V2 + "Device quota exceeded", "unknown errorCode, status RESOURCE_EXHAUSTED (a 429 has its own row)")
     yield OutcomeRule("fcm:status:INTERNAL", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Internal",
                       "unknown errorCode, status INTERNAL")
     yield OutcomeRule("fcm:status:UNAVAILABLE", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Unavailable",
@@ -245,7 +246,7 @@ def _rows() -> Iterable[OutcomeRule]:
                       "fallback: an errorCode this table does not know")
     yield OutcomeRule("fcm:401:no_fcm_error", SOFT, R.REFUSED, False, PROVIDER, REFRESH,
                       V2 + "Error authenticating the sender account",
-                      "OAuth token rejected (any body): refreshed and resent once first")
+                      "OAuth token rejected (any body, unknown errorCode): refreshed and resent once first")
     yield OutcomeRule("fcm:403:no_fcm_error", SOFT, R.REFUSED, False, PROVIDER, NONE,
                       V2 + "Error authenticating the sender account", "API disabled or IAM permission missing")
     yield OutcomeRule("fcm:404:no_fcm_error", IGNORED, R.REFUSED, False, PROVIDER, NONE, V2 + "unexpected error code",

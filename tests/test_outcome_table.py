@@ -109,8 +109,7 @@ EXPECTED: dict[str, tuple[dict, T | None, R, bool, S]] = {
     "fcm:INTERNAL": (fcm_error(500, "INTERNAL", "internal", "INTERNAL"), IG, R.REFUSED, True, PRO),
     "fcm:UNAVAILABLE": (fcm_error(503, "UNAVAILABLE", "overloaded", "UNAVAILABLE"), IG, R.REFUSED, True, PRO),
     "fcm:UNSPECIFIED_ERROR": (fcm_error(500, "UNKNOWN", "?", "UNSPECIFIED_ERROR"), IG, R.REFUSED, False, PRO),
-    "fcm:status:UNAUTHENTICATED": (fcm_error(401, "UNAUTHENTICATED", "auth", "BRAND_NEW_CODE"), SO, R.REFUSED, False, PRO),
-    "fcm:status:RESOURCE_EXHAUSTED": (fcm_error(429, "RESOURCE_EXHAUSTED", "q", "BRAND_NEW_CODE"), SO, R.REFUSED, True, PRO),
+    "fcm:status:RESOURCE_EXHAUSTED": (fcm_error(503, "RESOURCE_EXHAUSTED", "q", "BRAND_NEW_CODE"), SO, R.REFUSED, True, PRO),
     "fcm:status:INTERNAL": (fcm_error(500, "INTERNAL", "internal", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
     "fcm:status:UNAVAILABLE": (fcm_error(503, "UNAVAILABLE", "busy", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
     "fcm:status:DEADLINE_EXCEEDED": (fcm_error(504, "DEADLINE_EXCEEDED", "late", "BRAND_NEW_CODE"),
@@ -276,3 +275,107 @@ def test_bad_overrides_name_the_setting(bad):
 def test_unknown_provider_is_a_clear_error():
     with pytest.raises(ValueError, match="provider"):
         classify("wns", status=200)
+
+
+# --- issue 14: no unknown answer can count against a device unless its status is about the device ------
+
+#: HTTP statuses that are about the device itself: APNs 410 ("the device token is no longer active for
+#: the topic"). No FCM status is: FCM names a dead token only with an errorCode or detail it documents.
+DEVICE_STATUSES = {"apns": {410}, "fcm": set()}
+RPC_CODES = ("", "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+             "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+             "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+
+
+def unknown_answers(provider, status):
+    """Every shape of an answer at ``status`` that names nothing the table knows."""
+    if provider == "apns":
+        yield apns(status, "ReasonAppleAddsLater")
+        yield apns(status, "ReasonAppleAddsLater", timestamp=1700000000000)
+        yield apns(status)  # no body
+        yield dict(provider="apns", status=status, body=b"{}")
+        yield dict(provider="apns", status=status, body=b"<html><h1>proxy</h1></html>")
+        yield dict(provider="apns", status=status, body=b'{"reason":"Unregis')
+        return
+    for rpc in RPC_CODES:
+        yield fcm_error(status, rpc, "something new", "BRAND_NEW_CODE")
+        yield fcm_error(status, rpc, "something new", "BRAND_NEW_CODE", apns=(status, "ReasonAppleAddsLater"))
+    yield dict(provider="fcm", status=status, body=b"")
+    yield dict(provider="fcm", status=status, body=b"{}")
+    yield dict(provider="fcm", status=status, body=b"<html>proxy</html>")
+
+
+@pytest.mark.parametrize("provider", ["apns", "fcm"])
+def test_walk_400_to_599_only_device_statuses_reach_a_token_outcome(provider):
+    reached = set()
+    for status in range(400, 600):
+        for request in unknown_answers(provider, status):
+            out = classify(**request)
+            if out.scope is TOK:
+                reached.add(status)
+                assert status in DEVICE_STATUSES[provider], (status, request["body"][:80], out.rule)
+    assert reached == DEVICE_STATUSES[provider]  # and the device statuses do reach it
+
+
+def test_walk_transient_statuses_retry_whatever_the_body():
+    # 429 and 5xx are the provider's passing trouble (items 3, 4, 5, 9), for any unknown answer.
+    for provider in ("apns", "fcm"):
+        for status in [429, *range(500, 600)]:
+            for request in unknown_answers(provider, status):
+                out = classify(**request)
+                assert out.retry, (provider, status, request["body"][:80], out.rule)
+
+
+def test_fcm_401_refreshes_unless_the_credential_behind_fcm_is_at_fault():
+    from push.outcomes import Action
+    for rpc in RPC_CODES:
+        out = classify(**fcm_error(401, rpc, "auth", "BRAND_NEW_CODE"))
+        assert out.action is Action.REFRESH_AUTH and out.rule == "fcm:401:no_fcm_error", (rpc, out.rule)
+    for rpc in ("", "UNAUTHENTICATED", "UNKNOWN"):
+        assert classify(**fcm_error(401, rpc, "auth")).action is Action.REFRESH_AUTH, rpc
+    for body in (b"", b"<html>401</html>", b"{}"):
+        assert classify("fcm", status=401, body=body).action is Action.REFRESH_AUTH
+    for code in ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"):
+        assert classify(**fcm_error(401, "UNAUTHENTICATED", "auth", code)).action is Action.NONE
+
+
+@pytest.mark.parametrize("body", [
+    {"error_description": "internal_failure"},
+    {"error": "invalid_grant", "error_description": "internal_failure"},
+    {"error": "made_up", "error_description": "temporarily_unavailable"},
+    {"error": "internal_failure"},
+])
+def test_oauth_transient_error_or_description_retries(body):
+    out = classify("oauth", status=400, body=json.dumps(body).encode())
+    assert out.retry and out.rule.split(":")[1] in {"internal_failure", "server_error", "temporarily_unavailable"}
+
+
+def test_oauth_description_that_is_not_transient_does_not_retry():
+    out = classify("oauth", status=400, body=json.dumps({"error": "invalid_grant", "error_description": "Bad"}).encode())
+    assert out.rule == "oauth:invalid_grant" and not out.retry
+
+
+@pytest.mark.parametrize("code", ["apns:Unregistered", "INVALID_ARGUMENT:token", "status:INTERNAL", "401:no_fcm_error"])
+def test_fcm_error_code_cannot_name_another_row(code):
+    out = classify(**fcm_error(500, "UNKNOWN", "x", code))
+    assert out.rule == "fcm:error_code:5xx" and out.scope is PRO
+
+
+def test_fcm_field_violations_of_any_shape_never_raise():
+    for violations in (1, True, "message.token", {"field": "message.token"}, None, [1, "x", None]):
+        body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Request contains an invalid argument.",
+                          "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                                       "fieldViolations": violations}]}}
+        out = classify("fcm", status=400, body=json.dumps(body).encode())
+        assert out.rule == "fcm:INVALID_ARGUMENT", violations  # a malformed detail proves nothing
+
+
+def test_docs_map_every_legacy_v1_bullet_to_v1_rows():
+    from push.docs import LEGACY_V1, render
+    text = render()
+    assert "FCM HTTP v1 only" in text and "shut" in text
+    for bullet, keys in LEGACY_V1:
+        assert bullet in text
+        for key in keys:
+            assert key in DEFAULT_TABLE, key
+            assert f"`{key}`" in text
