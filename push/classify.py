@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Mapping
 
 from push import jsoncodec
-from push.outcome_table import DEFAULT_TABLE, OutcomeRule, OutcomeTable
+from push.outcome_table import DEFAULT_TABLE, FALLBACKS, OAUTH_TRANSIENT, STATUS_DECIDES, OutcomeRule, OutcomeTable
 from push.outcomes import Outcome
 from push.qualification import normalize_error_text
 
@@ -26,6 +26,10 @@ _BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 _DEAD_VIA_FCM = frozenset({"Unregistered", "BadDeviceToken", "ExpiredToken"})
 # Google's wording for a malformed registration token; a payload error never says it.
 _TOKEN_TEXT = re.compile(r"registration token is not a valid|invalid registration token", re.I)
+# An errorCode or google.rpc status is an upper-case enum name; anything else (e.g. "apns:Unregistered")
+# must not be able to name another row of the table.
+_ENUM_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_OAUTH_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _MAX_TEXT = 500
 _DISPLAY = {"apns": "APNs", "fcm": "FCM", "oauth": "OAuth"}
 
@@ -73,16 +77,10 @@ def _apns(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], no
     reason = doc.get("reason") if isinstance(doc, dict) else None
     reason = reason if isinstance(reason, str) and reason else None
     timestamp = _apns_timestamp(doc.get("timestamp")) if isinstance(doc, dict) and status == 410 else None
-    key = f"apns:{status}:{reason}"
-    if reason is None or key not in table:
-        if reason is None and doc is None and raw.strip():
-            key = "apns:non_json"
-        elif 400 <= status < 500:
-            key = "apns:4xx:*"
-        elif 500 <= status < 600:
-            key = "apns:5xx:*"
-        else:
-            key = "apns:other_status"
+    if reason is None and doc is None and raw.strip():
+        key = _first(table, FALLBACKS["apns:non_json"], decides=_decides(status))
+    else:
+        key = _first(table, FALLBACKS["apns"], status=status, reason=reason, status_class=_status_class(status))
     text = f"APNs {status} {reason or _snippet(raw) or 'no reason'}"
     return _outcome(table[key], text, status=status, reason=reason, hdrs=hdrs, now=now,
                     provider_id=apns_id, timestamp=timestamp)
@@ -95,10 +93,12 @@ def _fcm(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now
         return _outcome(table["fcm:200"], "", status=200, reason=None, hdrs=hdrs, now=now,
                         provider_id=name if isinstance(name, str) else None)
     err = doc.get("error") if isinstance(doc, dict) else None
+    status_class = _status_class(status)
     if not isinstance(err, dict):
-        key = "fcm:5xx:no_fcm_error" if 500 <= status < 600 else "fcm:non_json"
-        if doc is not None and not 500 <= status < 600:  # JSON, but not google.rpc.Status
-            key = _fcm_status_key(table, status)
+        if doc is None:  # not JSON, or empty
+            key = _first(table, FALLBACKS["fcm:non_json"], decides=_decides(status))
+        else:  # JSON, but not google.rpc.Status
+            key = _first(table, FALLBACKS["fcm:no_code"], status=status, status_class=status_class)
         text = f"FCM {status} {_snippet(raw) or 'empty body'}"
         return _outcome(table[key], text, status=status, reason=None, hdrs=hdrs, now=now)
 
@@ -108,6 +108,7 @@ def _fcm(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now
     apns_reason: str | None = None
     token_field = False
     details = err.get("details")
+    # Every level is checked for its type: a detail of the wrong shape is skipped, never trusted or raised on.
     for d in details if isinstance(details, list) else ():
         if not isinstance(d, dict):
             continue
@@ -117,7 +118,8 @@ def _fcm(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now
         elif kind == _APNS_ERROR and isinstance(d.get("reason"), str):
             apns_reason = d["reason"]
         elif kind == _BAD_REQUEST:
-            for v in d.get("fieldViolations") or ():
+            violations = d.get("fieldViolations")
+            for v in violations if isinstance(violations, list) else ():
                 if isinstance(v, dict) and v.get("field") == "message.token":
                     token_field = True
 
@@ -126,32 +128,23 @@ def _fcm(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now
     elif code == "INVALID_ARGUMENT" or (code is None and rpc_status == "INVALID_ARGUMENT"):
         key = "fcm:INVALID_ARGUMENT:token" if token_field or _TOKEN_TEXT.search(message) else "fcm:INVALID_ARGUMENT"
     elif code is not None:
-        key = f"fcm:{code}" if f"fcm:{code}" in table else "fcm:error_code:*"
+        key = _first(table, FALLBACKS["fcm:code"], code=_enum(code), rpc=_enum(rpc_status), status=status,
+                     status_class=status_class)
     else:
-        key = _fcm_status_key(table, status)
+        key = _first(table, FALLBACKS["fcm:no_code"], status=status, status_class=status_class)
     shown = code or rpc_status or str(status)
     text = f"FCM {status} {shown}" + (f": {message}" if message else "") + (f" (APNs {apns_reason})" if apns_reason else "")
     return _outcome(table[key], text, status=status, reason=code or rpc_status or None, hdrs=hdrs, now=now)
-
-
-def _fcm_status_key(table: OutcomeTable, status: int) -> str:
-    for key in (f"fcm:{status}:no_fcm_error", f"fcm:{_status_class(status)}:no_fcm_error"):
-        if key in table:
-            return key
-    return "fcm:error_code:*"
 
 
 def _oauth(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now: datetime | None) -> Outcome:
     doc = _json(raw)
     error = doc.get("error") if isinstance(doc, dict) else None
     desc = doc.get("error_description") if isinstance(doc, dict) else None
-    error = error if isinstance(error, str) else None
-    if error and f"oauth:{error}" in table:
-        key = f"oauth:{error}"
-    elif status >= 500 or status in (408, 429):
-        key = "oauth:5xx"
-    else:
-        key = "oauth:*"
+    error = error if isinstance(error, str) and _OAUTH_NAME.fullmatch(error) else None
+    transient = next((v for v in (error, desc) if isinstance(v, str) and v in OAUTH_TRANSIENT), None)
+    oauth_status = "5xx" if status >= 500 or status in (408, 429) else None
+    key = _first(table, FALLBACKS["oauth"], transient=transient, error=error, oauth_status=oauth_status)
     text = f"OAuth {status} {error or _snippet(raw) or 'no error'}" + (f": {desc}" if isinstance(desc, str) and desc else "")
     return _outcome(table[key], text, status=status, reason=error, hdrs=hdrs, now=now)
 
@@ -174,6 +167,31 @@ def _outcome(rule: OutcomeRule, text: str, *, status: int | None, reason: str | 
         provider_id=provider_id,
         action=rule.action,
     )
+
+
+def _first(table: OutcomeTable, chain: tuple[str, ...], **values: object) -> str:
+    """The first key of ``chain`` the table holds; a candidate naming a value that is None is skipped."""
+    known = {k: v for k, v in values.items() if v is not None}
+    for template in chain:
+        try:
+            key = template.format_map(known)
+        except KeyError:
+            continue
+        if key in table:
+            return key
+    raise KeyError(f"no outcome rule for {chain[-1]!r}")  # every chain ends on a catch-all row
+
+
+def _decides(status: int) -> str | None:
+    """The status (or its class) when it alone decides an answer whose body says nothing."""
+    for name in (str(status), _status_class(status)):
+        if name in STATUS_DECIDES:
+            return name
+    return None
+
+
+def _enum(value: str | None) -> str | None:
+    return value if value and _ENUM_NAME.fullmatch(value) else None
 
 
 def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -9,13 +9,16 @@ the seed's values, so reports can tell them apart. ``source`` names the seed
 row (or the documented choice) each row comes from; ``docs/outcomes.md`` is
 generated from these rows by ``python -m push.docs``.
 
-Match keys:
-- APNs: ``apns:<status>:<reason>``; fallbacks ``apns:4xx:*``, ``apns:5xx:*``,
-  ``apns:non_json``, ``apns:other_status``.
+Match keys (``FALLBACKS`` below says in which order they are tried):
+- APNs: ``apns:<status>:<reason>``; fallbacks ``apns:<status>:*`` (one per
+  documented status, with the scope that status implies), ``apns:4xx:*``,
+  ``apns:5xx:*``, ``apns:non_json``, ``apns:other_status``.
 - FCM: ``fcm:<errorCode>``, ``fcm:INVALID_ARGUMENT:token``, ``fcm:apns:<reason>``
-  (an ApnsError detail), ``fcm:<status>:no_fcm_error``, ``fcm:error_code:*``,
-  ``fcm:non_json``.
-- OAuth token endpoint: ``oauth:<error>``, ``oauth:5xx``, ``oauth:*``.
+  (an ApnsError detail), ``fcm:status:<google.rpc.Status.status>`` and
+  ``fcm:error_code:<class>`` (an errorCode the table does not know),
+  ``fcm:<status>:no_fcm_error``, ``fcm:error_code:*``, ``fcm:non_json``.
+- OAuth token endpoint: ``oauth:<error>`` (or a transient ``error_description``),
+  ``oauth:5xx``, ``oauth:*``.
 - Transport failures without an HTTP answer, for every provider:
   ``<provider>:connection_lost``, ``<provider>:timeout``,
   ``<provider>:payload_too_large``, ``<provider>:invalid_content``,
@@ -66,7 +69,7 @@ V2 = "003 Android V2: "
 CHOICE = "choice (see docs/outcomes.md#choices): "
 
 _APNS_REASONS: tuple[tuple[int, str, Scope, Action, str], ...] = (
-    # status, reason, scope, action, note
+    # status, reason, scope, action, note (whether it is retried: ``_APNS_TRANSIENT``)
     (400, "BadCollapseId", MESSAGE, NONE, "collapse id over 64 bytes"),
     (400, "BadDeviceToken", TOKEN, NONE, "malformed token or token of the other environment"),
     (400, "BadExpirationDate", MESSAGE, NONE, "bad apns-expiration"),
@@ -93,12 +96,49 @@ _APNS_REASONS: tuple[tuple[int, str, Scope, Action, str], ...] = (
     (404, "BadPath", MESSAGE, NONE, "bad :path"),
     (405, "MethodNotAllowed", MESSAGE, NONE, "method not POST"),
     (413, "PayloadTooLarge", MESSAGE, NONE, "payload over the limit"),
-    (429, "TooManyProviderTokenUpdates", PROVIDER, NONE, "JWT changed more than once per 20 min"),
-    (429, "TooManyRequests", PROVIDER, NONE, "too many requests to one device token"),
-    (500, "InternalServerError", PROVIDER, NONE, "APNs internal error"),
-    (503, "ServiceUnavailable", PROVIDER, NONE, "service unavailable"),
-    (503, "Shutdown", PROVIDER, RECONNECT, "APNs server shutting down"),
+    (429, "TooManyProviderTokenUpdates", PROVIDER, NONE, "JWT changed more than once per 20 min; retried later"),
+    (429, "TooManyRequests", PROVIDER, NONE, "too many requests to one device token; retried later"),
+    (500, "InternalServerError", PROVIDER, NONE, "APNs internal error; retried"),
+    (503, "ServiceUnavailable", PROVIDER, NONE, "service unavailable; retried"),
+    (503, "Shutdown", PROVIDER, RECONNECT, "APNs server shutting down; retried on a new connection"),
 )
+
+#: Statuses whose answers are the provider's passing trouble (throttling, outage), not a verdict on the
+#: notification: their rows keep the seed's soft / refused for the final verdict but are retried with the
+#: pipeline's backoff (honouring ``Retry-After``) within the validity period and attempt cap (choice 3).
+_APNS_TRANSIENT = frozenset({429, 500, 503})
+
+#: Without a body the provider documents (an HTML page from a proxy, an empty or cut-off body) the status
+#: alone still decides for these: 401 is our credential (FCM refreshes it once), 429 throttling, 5xx the
+#: provider's trouble. Any other status with such a body lands on ``<provider>:non_json``.
+STATUS_DECIDES: frozenset[str] = frozenset({"401", "429", "5xx"})
+
+#: Where an answer lands: candidate keys tried in order, the first the table holds wins. A candidate
+#: naming a value the answer lacks is skipped. ``{status}`` is the HTTP status, ``{status_class}`` its
+#: class (``4xx``), ``{decides}`` the status or class when it is in ``STATUS_DECIDES``, ``{reason}``
+#: APNs' reason, ``{code}`` FCM's errorCode, ``{rpc}`` the google.rpc.Status ``status``, ``{transient}``
+#: an OAuth ``error`` or ``error_description`` in ``OAUTH_TRANSIENT``, ``{error}`` the OAuth ``error``.
+FALLBACKS: Mapping[str, tuple[str, ...]] = {
+    # APNs JSON (or empty) error body: its reason, then what its status implies.
+    "apns": ("apns:{status}:{reason}", "apns:{status}:*", "apns:{status_class}:*", "apns:other_status"),
+    # APNs error body that is not JSON: nothing but the status is Apple's word, and only for some.
+    "apns:non_json": ("apns:{decides}:*", "apns:non_json"),
+    # FCM with an FcmError errorCode: its own row, else the HTTP status's own row, else the google.rpc status,
+    # else the status class.
+    # (401, 403, 404 and 429 have rows of their own: 401 is always our OAuth token unless the errorCode says
+    # THIRD_PARTY_AUTH_ERROR, 429 always quota; the rpc status refines the rest.)
+    "fcm:code": ("fcm:{code}", "fcm:{status}:no_fcm_error", "fcm:status:{rpc}", "fcm:error_code:{status_class}",
+                 "fcm:error_code:*"),
+    # FCM google.rpc.Status (or other JSON) without FcmError.
+    "fcm:no_code": ("fcm:{status}:no_fcm_error", "fcm:{status_class}:no_fcm_error", "fcm:error_code:*"),
+    # FCM body that is not JSON (an HTML page) or empty.
+    "fcm:non_json": ("fcm:{decides}:no_fcm_error", "fcm:non_json"),
+    # OAuth token endpoint: a transient error or description first, as google-auth's _can_retry reads both.
+    "oauth": ("oauth:{transient}", "oauth:{error}", "oauth:{oauth_status}", "oauth:*"),
+}
+
+#: OAuth ``error`` / ``error_description`` values google-auth retries (``_client._can_retry``).
+OAUTH_TRANSIENT: frozenset[str] = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
 
 #: Every APNs reason string documented by Apple (protocols.md §1.6), for tests.
 APNS_REASONS: tuple[str, ...] = tuple(r for _, r, _, _, _ in _APNS_REASONS) + ("Unregistered", "ExpiredToken")
@@ -125,15 +165,31 @@ def _rows() -> Iterable[OutcomeRule]:
     yield OutcomeRule("apns:410:ExpiredToken", HARD, R.USER_UNKNOWN, False, TOKEN, NONE, IOS_UNREG,
                       "device token expired; timestamp kept")
     for status, reason, scope, action, note in _APNS_REASONS:
-        yield OutcomeRule(f"apns:{status}:{reason}", SOFT, R.REFUSED, False, scope, action, IOS_OTHER, note)
-    yield OutcomeRule("apns:4xx:*", SOFT, R.REFUSED, False, TOKEN, NONE, IOS_OTHER,
-                      "fallback: any other 4xx rejection or unknown reason")
-    yield OutcomeRule("apns:5xx:*", SOFT, R.REFUSED, False, PROVIDER, NONE, IOS_OTHER,
-                      "fallback: any other 5xx or unknown 5xx reason")
+        yield OutcomeRule(f"apns:{status}:{reason}", SOFT, R.REFUSED, status in _APNS_TRANSIENT, scope, action,
+                          IOS_OTHER, note)
+    # One fallback per documented status, scoped as Apple's status table puts it (protocols.md §1.6): a
+    # reason Apple adds later must not count against the device unless the status itself is about it.
+    yield OutcomeRule("apns:400:*", SOFT, R.REFUSED, False, MESSAGE, NONE, IOS_OTHER,
+                      CHOICE + "unknown 400 reason: our request (the documented token reasons have rows)")
+    yield OutcomeRule("apns:403:*", SOFT, R.REFUSED, False, PROVIDER, NONE, IOS_OTHER,
+                      "unknown 403 reason: certificate or provider token")
+    yield OutcomeRule("apns:404:*", SOFT, R.REFUSED, False, MESSAGE, NONE, IOS_OTHER, "unknown 404 reason: bad :path")
+    yield OutcomeRule("apns:405:*", SOFT, R.REFUSED, False, MESSAGE, NONE, IOS_OTHER,
+                      "unknown 405 reason: method not POST")
+    yield OutcomeRule("apns:410:*", HARD, R.USER_UNKNOWN, False, TOKEN, NONE, IOS_UNREG,
+                      "unknown 410 reason: the token is no longer active for the topic, whatever the reason")
+    yield OutcomeRule("apns:413:*", SOFT, R.REFUSED, False, MESSAGE, NONE, IOS_OTHER,
+                      "unknown 413 reason: payload too large")
+    yield OutcomeRule("apns:429:*", SOFT, R.REFUSED, True, PROVIDER, NONE, IOS_OTHER,
+                      "unknown 429 reason or non-JSON 429: throttling, retried later")
+    yield OutcomeRule("apns:4xx:*", SOFT, R.REFUSED, False, PROVIDER, NONE, IOS_OTHER,
+                      "fallback: a 4xx status APNs does not document")
+    yield OutcomeRule("apns:5xx:*", SOFT, R.REFUSED, True, PROVIDER, NONE, IOS_OTHER,
+                      "fallback: any other 5xx, unknown 5xx reason or non-JSON 5xx; retried")
     yield OutcomeRule("apns:other_status", SOFT, R.REFUSED, False, PROVIDER, NONE, IOS_OTHER,
                       "fallback: a status APNs does not document (1xx/2xx/3xx)")
-    yield OutcomeRule("apns:non_json", SOFT, R.UNDEFINED, False, PROVIDER, NONE, IOS_FORMAT,
-                      "fallback: error body is not the documented JSON")
+    yield OutcomeRule("apns:non_json", SOFT, R.REFUSED, False, PROVIDER, NONE, IOS_OTHER,
+                      "fallback: an answer whose body is not APNs JSON (proxy page, cut-off body)")
     yield OutcomeRule("apns:connection_lost", UNDEF, R.UNREACHABLE, True, PROVIDER, RECONNECT, IOS_NET,
                       "connection died before an answer; may have been delivered")
     yield OutcomeRule("apns:timeout", UNDEF, R.UNREACHABLE, True, PROVIDER, RECONNECT, IOS_NET,
@@ -172,23 +228,37 @@ def _rows() -> Iterable[OutcomeRule]:
     yield OutcomeRule("fcm:UNAVAILABLE", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Unavailable", "503")
     yield OutcomeRule("fcm:UNSPECIFIED_ERROR", IGNORED, R.REFUSED, False, PROVIDER, NONE,
                       V2 + "unexpected error code", "no further information")
+    # An errorCode this table does not know: after the rows of 401/403/404/429 (below), the google.rpc
+    # status says what kind of failure it is (firebase-admin falls back the same way), then the status
+    # class, then "unexpected error code".
+    yield OutcomeRule("fcm:status:RESOURCE_EXHAUSTED", SOFT, R.REFUSED, True, PROVIDER, NONE,
+                      V2 + "Device quota exceeded", "unknown errorCode, status RESOURCE_EXHAUSTED (a 429 has its own row)")
+    yield OutcomeRule("fcm:status:INTERNAL", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Internal",
+                      "unknown errorCode, status INTERNAL")
+    yield OutcomeRule("fcm:status:UNAVAILABLE", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Unavailable",
+                      "unknown errorCode, status UNAVAILABLE")
+    yield OutcomeRule("fcm:status:DEADLINE_EXCEEDED", SOFT, R.UNREACHABLE, True, PROVIDER, NONE,
+                      V2 + "The FCM server is temporarily unavailable (timeouts)",
+                      "unknown errorCode, status DEADLINE_EXCEEDED")
+    yield OutcomeRule("fcm:error_code:5xx", IGNORED, R.REFUSED, True, PROVIDER, NONE, V2 + "Internal",
+                      CHOICE + "unknown errorCode on a 5xx whose status says no more: provider trouble, retried")
     yield OutcomeRule("fcm:error_code:*", IGNORED, R.REFUSED, False, PROVIDER, NONE, V2 + "unexpected error code",
                       "fallback: an errorCode this table does not know")
     yield OutcomeRule("fcm:401:no_fcm_error", SOFT, R.REFUSED, False, PROVIDER, REFRESH,
                       V2 + "Error authenticating the sender account",
-                      "OAuth token rejected: refreshed and resent once first")
+                      "OAuth token rejected (any body, unknown errorCode): refreshed and resent once first")
     yield OutcomeRule("fcm:403:no_fcm_error", SOFT, R.REFUSED, False, PROVIDER, NONE,
                       V2 + "Error authenticating the sender account", "API disabled or IAM permission missing")
     yield OutcomeRule("fcm:404:no_fcm_error", IGNORED, R.REFUSED, False, PROVIDER, NONE, V2 + "unexpected error code",
                       CHOICE + "wrong project id or endpoint, not a token fault")
     yield OutcomeRule("fcm:429:no_fcm_error", SOFT, R.REFUSED, True, PROVIDER, NONE, V2 + "Device quota exceeded",
-                      CHOICE + "429 without FcmError treated as quota")
+                      CHOICE + "429 without FcmError, any body (empty, HTML, JSON), treated as quota")
     yield OutcomeRule("fcm:5xx:no_fcm_error", SOFT, R.UNREACHABLE, True, PROVIDER, NONE,
                       V2 + "The FCM server is temporarily unavailable", "5xx without FcmError, any body")
     yield OutcomeRule("fcm:4xx:no_fcm_error", IGNORED, R.REFUSED, False, PROVIDER, NONE, V2 + "unexpected error code",
                       "fallback: another 4xx without FcmError")
     yield OutcomeRule("fcm:non_json", IGNORED, R.REFUSED, False, PROVIDER, NONE, V2 + "unexpected error code",
-                      "fallback: a non-5xx answer whose body is not google.rpc.Status (e.g. HTML 404)")
+                      "fallback: a body that is not JSON (e.g. HTML 404) on a status other than 401, 429 and 5xx")
     yield OutcomeRule("fcm:connection_lost", SOFT, R.UNREACHABLE, True, PROVIDER, RECONNECT,
                       V2 + "Network connection lost during sending", "may have been delivered")
     yield OutcomeRule("fcm:timeout", SOFT, R.UNREACHABLE, True, PROVIDER, RECONNECT,
@@ -214,7 +284,7 @@ def _rows() -> Iterable[OutcomeRule]:
         ("temporarily_unavailable", "Connection issue"),
     ):
         yield OutcomeRule(f"oauth:{err}", IGNORED, R.REFUSED, True, PROVIDER, NONE, A + seed_row,
-                          CHOICE + "transient server-side error")
+                          CHOICE + "transient server-side error, as the error or as its error_description")
     for err, seed_row in (
         ("unauthorized_client", "Unauthorized client or scope in request"),
         ("access_denied", "Access denied"),

@@ -55,8 +55,11 @@ def fcm_n(token, **kw):
 
 def expected_apns_rule(name):
     sc = APNS_SCENARIOS[name]
-    special = {"ok": "apns:200", "unknown_reason": "apns:4xx:*", "html_500": "apns:non_json",
-               "truncated_json": "apns:non_json", "unregistered_old": "apns:410:Unregistered"}
+    special = {"ok": "apns:200", "unknown_reason": "apns:400:*", "html_500": "apns:5xx:*",
+               "truncated_json": "apns:5xx:*", "unregistered_old": "apns:410:Unregistered",
+               "service_unavailable_retry_after": "apns:503:ServiceUnavailable", "html_502": "apns:5xx:*",
+               "html_403": "apns:non_json",
+               **{f"unknown_reason_{s}": f"apns:{s}:*" for s in (403, 404, 405, 410, 413, 429)}}
     if name in special:
         return special[name]
     return f"apns:{sc.status}:{json.loads(sc.body)['reason']}"
@@ -73,7 +76,9 @@ FCM_EXPECTED = {
     "unknown_code": "fcm:error_code:*", "unauthenticated_no_fcm_error": "fcm:401:no_fcm_error",
     "permission_denied_no_fcm_error": "fcm:403:no_fcm_error", "not_found_no_fcm_error": "fcm:404:no_fcm_error",
     "html_404": "fcm:non_json", "html_500": "fcm:5xx:no_fcm_error", "empty_503": "fcm:5xx:no_fcm_error",
-    "truncated_json": "fcm:5xx:no_fcm_error",
+    "truncated_json": "fcm:5xx:no_fcm_error", "quota_empty_429": "fcm:429:no_fcm_error",
+    "quota_html_429": "fcm:429:no_fcm_error", "internal_unknown_code": "fcm:status:INTERNAL",
+    "field_violations_not_a_list": "fcm:INVALID_ARGUMENT",
 }
 CONNECTION_EXPECTED = {"goaway": "ok", "rst_refused": "ok", "settings_one": "ok", "slow": "timeout",
                        "rst_cancel": "connection_lost", "drop": "connection_lost", "no_response": "timeout"}

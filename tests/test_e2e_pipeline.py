@@ -69,7 +69,7 @@ def test_mixed_delivery_through_real_servers(db, fake_server, apns_key, service_
     lost = {tok for tok, r in rows.items() if r.error_text and "connection lost" in r.error_text}
     assert all(rows[tok].status == "retry_pending" for tok in lost)
     expected = {apns_token("unregistered", 1): "failed", apns_token("bad_device_token", 1): "failed",
-                apns_token("service_unavailable", 1): "failed", apns_token("rst_refused", 1): "sent",
+                apns_token("service_unavailable", 1): "retry_pending", apns_token("rst_refused", 1): "sent",
                 apns_token("goaway", 1): "sent", fcm_token("unregistered", 1): "failed",
                 fcm_token("invalid_token", 1): "failed", fcm_token("quota_exceeded", 1): "retry_pending",
                 fcm_token("unavailable", 1): "retry_pending", fcm_token("internal", 1): "retry_pending",

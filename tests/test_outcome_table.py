@@ -59,17 +59,27 @@ APNS_OTHER = [
     (429, "TooManyRequests", PRO), (500, "InternalServerError", PRO), (503, "ServiceUnavailable", PRO),
     (503, "Shutdown", PRO),
 ]
+# Apple's throttling and outage answers: the seed's soft / refused, retried (issue 14 item 3; choice 3).
+APNS_RETRIED = {429, 500, 503}
 
 # rule key -> (request, expected type, reason, retry, scope)
 EXPECTED: dict[str, tuple[dict, T | None, R, bool, S]] = {
     "apns:200": (apns(200), None, R.UNDEFINED, False, TOK),
     "apns:410:Unregistered": (apns(410, "Unregistered", timestamp=1700000000000), H, R.USER_UNKNOWN, False, TOK),
     "apns:410:ExpiredToken": (apns(410, "ExpiredToken", timestamp=1700000000000), H, R.USER_UNKNOWN, False, TOK),
-    **{f"apns:{st}:{rs}": (apns(st, rs), SO, R.REFUSED, False, sc) for st, rs, sc in APNS_OTHER},
-    "apns:4xx:*": (apns(400, "SomethingApplesAddsLater"), SO, R.REFUSED, False, TOK),
-    "apns:5xx:*": (apns(502), SO, R.REFUSED, False, PRO),
+    **{f"apns:{st}:{rs}": (apns(st, rs), SO, R.REFUSED, st in APNS_RETRIED, sc) for st, rs, sc in APNS_OTHER},
+    # One fallback per documented status, scoped as Apple's status table puts it (protocols.md §1.6).
+    "apns:400:*": (apns(400, "SomethingApplesAddsLater"), SO, R.REFUSED, False, MSG),
+    "apns:403:*": (apns(403, "TopicMismatch"), SO, R.REFUSED, False, PRO),
+    "apns:404:*": (apns(404, "SomethingNew"), SO, R.REFUSED, False, MSG),
+    "apns:405:*": (apns(405, "SomethingNew"), SO, R.REFUSED, False, MSG),
+    "apns:410:*": (apns(410, "SomethingNew", timestamp=1700000000000), H, R.USER_UNKNOWN, False, TOK),
+    "apns:413:*": (apns(413, "SomethingNew"), SO, R.REFUSED, False, MSG),
+    "apns:429:*": (apns(429, "SomethingNew"), SO, R.REFUSED, True, PRO),
+    "apns:4xx:*": (apns(418, "Teapot"), SO, R.REFUSED, False, PRO),
+    "apns:5xx:*": (apns(502), SO, R.REFUSED, True, PRO),
     "apns:other_status": (apns(302, "Moved"), SO, R.REFUSED, False, PRO),
-    "apns:non_json": (dict(provider="apns", status=500, body=b"<html>oops</html>"), SO, R.UNDEFINED, False, PRO),
+    "apns:non_json": (dict(provider="apns", status=404, body=b"<html>oops</html>"), SO, R.REFUSED, False, PRO),
     "apns:connection_lost": (dict(provider="apns", error="connection_lost"), UN, R.UNREACHABLE, True, PRO),
     "apns:timeout": (dict(provider="apns", error="timeout"), UN, R.UNREACHABLE, True, PRO),
     "apns:interrupted": (dict(provider="apns", error="interrupted"), UN, R.UNREACHABLE, False, PRO),
@@ -99,6 +109,12 @@ EXPECTED: dict[str, tuple[dict, T | None, R, bool, S]] = {
     "fcm:INTERNAL": (fcm_error(500, "INTERNAL", "internal", "INTERNAL"), IG, R.REFUSED, True, PRO),
     "fcm:UNAVAILABLE": (fcm_error(503, "UNAVAILABLE", "overloaded", "UNAVAILABLE"), IG, R.REFUSED, True, PRO),
     "fcm:UNSPECIFIED_ERROR": (fcm_error(500, "UNKNOWN", "?", "UNSPECIFIED_ERROR"), IG, R.REFUSED, False, PRO),
+    "fcm:status:RESOURCE_EXHAUSTED": (fcm_error(503, "RESOURCE_EXHAUSTED", "q", "BRAND_NEW_CODE"), SO, R.REFUSED, True, PRO),
+    "fcm:status:INTERNAL": (fcm_error(500, "INTERNAL", "internal", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
+    "fcm:status:UNAVAILABLE": (fcm_error(503, "UNAVAILABLE", "busy", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
+    "fcm:status:DEADLINE_EXCEEDED": (fcm_error(504, "DEADLINE_EXCEEDED", "late", "BRAND_NEW_CODE"),
+                                     SO, R.UNREACHABLE, True, PRO),
+    "fcm:error_code:5xx": (fcm_error(500, "UNKNOWN", "?", "BRAND_NEW_CODE"), IG, R.REFUSED, True, PRO),
     "fcm:error_code:*": (fcm_error(400, "FAILED_PRECONDITION", "new", "BRAND_NEW_CODE"), IG, R.REFUSED, False, PRO),
     "fcm:401:no_fcm_error": (fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
                              SO, R.REFUSED, False, PRO),
@@ -181,9 +197,9 @@ def test_seed_rows_exact():
     for key, (ftype, reason, retry) in exact.items():
         row = DEFAULT_TABLE[key]
         assert (row.failure_type.value, int(row.failure_reason), row.retry) == (ftype, reason, retry), key
-    for _, reason, _ in APNS_OTHER:
+    for status, reason, _ in APNS_OTHER:
         row = [r for r in DEFAULT_TABLE if r.key.endswith(":" + reason)][0]
-        assert (row.failure_type, row.failure_reason, row.retry) == (SO, R.REFUSED, False)
+        assert (row.failure_type, row.failure_reason, row.retry) == (SO, R.REFUSED, status in APNS_RETRIED)
 
 
 def test_fcm_invalid_token_by_message_text_only():
@@ -259,3 +275,107 @@ def test_bad_overrides_name_the_setting(bad):
 def test_unknown_provider_is_a_clear_error():
     with pytest.raises(ValueError, match="provider"):
         classify("wns", status=200)
+
+
+# --- issue 14: no unknown answer can count against a device unless its status is about the device ------
+
+#: HTTP statuses that are about the device itself: APNs 410 ("the device token is no longer active for
+#: the topic"). No FCM status is: FCM names a dead token only with an errorCode or detail it documents.
+DEVICE_STATUSES = {"apns": {410}, "fcm": set()}
+RPC_CODES = ("", "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+             "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+             "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+
+
+def unknown_answers(provider, status):
+    """Every shape of an answer at ``status`` that names nothing the table knows."""
+    if provider == "apns":
+        yield apns(status, "ReasonAppleAddsLater")
+        yield apns(status, "ReasonAppleAddsLater", timestamp=1700000000000)
+        yield apns(status)  # no body
+        yield dict(provider="apns", status=status, body=b"{}")
+        yield dict(provider="apns", status=status, body=b"<html><h1>proxy</h1></html>")
+        yield dict(provider="apns", status=status, body=b'{"reason":"Unregis')
+        return
+    for rpc in RPC_CODES:
+        yield fcm_error(status, rpc, "something new", "BRAND_NEW_CODE")
+        yield fcm_error(status, rpc, "something new", "BRAND_NEW_CODE", apns=(status, "ReasonAppleAddsLater"))
+    yield dict(provider="fcm", status=status, body=b"")
+    yield dict(provider="fcm", status=status, body=b"{}")
+    yield dict(provider="fcm", status=status, body=b"<html>proxy</html>")
+
+
+@pytest.mark.parametrize("provider", ["apns", "fcm"])
+def test_walk_400_to_599_only_device_statuses_reach_a_token_outcome(provider):
+    reached = set()
+    for status in range(400, 600):
+        for request in unknown_answers(provider, status):
+            out = classify(**request)
+            if out.scope is TOK:
+                reached.add(status)
+                assert status in DEVICE_STATUSES[provider], (status, request["body"][:80], out.rule)
+    assert reached == DEVICE_STATUSES[provider]  # and the device statuses do reach it
+
+
+def test_walk_transient_statuses_retry_whatever_the_body():
+    # 429 and 5xx are the provider's passing trouble (items 3, 4, 5, 9), for any unknown answer.
+    for provider in ("apns", "fcm"):
+        for status in [429, *range(500, 600)]:
+            for request in unknown_answers(provider, status):
+                out = classify(**request)
+                assert out.retry, (provider, status, request["body"][:80], out.rule)
+
+
+def test_fcm_401_refreshes_unless_the_credential_behind_fcm_is_at_fault():
+    from push.outcomes import Action
+    for rpc in RPC_CODES:
+        out = classify(**fcm_error(401, rpc, "auth", "BRAND_NEW_CODE"))
+        assert out.action is Action.REFRESH_AUTH and out.rule == "fcm:401:no_fcm_error", (rpc, out.rule)
+    for rpc in ("", "UNAUTHENTICATED", "UNKNOWN"):
+        assert classify(**fcm_error(401, rpc, "auth")).action is Action.REFRESH_AUTH, rpc
+    for body in (b"", b"<html>401</html>", b"{}"):
+        assert classify("fcm", status=401, body=body).action is Action.REFRESH_AUTH
+    for code in ("THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"):
+        assert classify(**fcm_error(401, "UNAUTHENTICATED", "auth", code)).action is Action.NONE
+
+
+@pytest.mark.parametrize("body", [
+    {"error_description": "internal_failure"},
+    {"error": "invalid_grant", "error_description": "internal_failure"},
+    {"error": "made_up", "error_description": "temporarily_unavailable"},
+    {"error": "internal_failure"},
+])
+def test_oauth_transient_error_or_description_retries(body):
+    out = classify("oauth", status=400, body=json.dumps(body).encode())
+    assert out.retry and out.rule.split(":")[1] in {"internal_failure", "server_error", "temporarily_unavailable"}
+
+
+def test_oauth_description_that_is_not_transient_does_not_retry():
+    out = classify("oauth", status=400, body=json.dumps({"error": "invalid_grant", "error_description": "Bad"}).encode())
+    assert out.rule == "oauth:invalid_grant" and not out.retry
+
+
+@pytest.mark.parametrize("code", ["apns:Unregistered", "INVALID_ARGUMENT:token", "status:INTERNAL", "401:no_fcm_error"])
+def test_fcm_error_code_cannot_name_another_row(code):
+    out = classify(**fcm_error(500, "UNKNOWN", "x", code))
+    assert out.rule == "fcm:error_code:5xx" and out.scope is PRO
+
+
+def test_fcm_field_violations_of_any_shape_never_raise():
+    for violations in (1, True, "message.token", {"field": "message.token"}, None, [1, "x", None]):
+        body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Request contains an invalid argument.",
+                          "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                                       "fieldViolations": violations}]}}
+        out = classify("fcm", status=400, body=json.dumps(body).encode())
+        assert out.rule == "fcm:INVALID_ARGUMENT", violations  # a malformed detail proves nothing
+
+
+def test_docs_map_every_legacy_v1_bullet_to_v1_rows():
+    from push.docs import LEGACY_V1, render
+    text = render()
+    assert "FCM HTTP v1 only" in text and "shut" in text
+    for bullet, keys in LEGACY_V1:
+        assert bullet in text
+        for key in keys:
+            assert key in DEFAULT_TABLE, key
+            assert f"`{key}`" in text

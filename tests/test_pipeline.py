@@ -80,7 +80,7 @@ def test_every_notification_ends_in_exactly_one_row(engine, cfg, clock):
     assert rep.sent == 80
     assert rep.excluded == {"address not specified": 2, "duplicate": 1}
     assert rep.failed["hard / user unknown"] == 2
-    assert rep.retry_pending == 1  # quota exceeded: retry per the V2 table
+    assert rep.retry_pending == 2  # quota exceeded (the V2 table) and APNs 500 (choice 3) are retried
     assert rows[len(notifs) - 1].next_retry_at is not None
     assert_report_matches_table(engine, rep)
 

@@ -1,5 +1,5 @@
-"""A storm of 503 / 429 answers: rows wait for max(Retry-After, backoff), quarantine is left alone,
-and the retry runner reschedules with doubling backoff without a hot loop."""
+"""A storm of 503 / 429 answers (FCM and APNs): rows wait for max(Retry-After, backoff), quarantine is left
+alone, and the retry runner reschedules with doubling backoff without a hot loop."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ def fcm_requests(fake_server) -> Counter[str]:
     return Counter(r.token for r in fake_server.requests if r.provider == "fcm")
 
 
+def apns_requests(fake_server) -> Counter[str]:
+    return Counter(r.token for r in fake_server.requests if r.provider == "apns")
+
+
 def test_storm_of_503_and_429_with_retry_after(db, fake_server, apns_key, service_account):
     engine, url = db
     cfg = make_config(fake_server, apns_key, service_account, url, retry_base_delay=BASE, retry_max_delay=3600,
@@ -37,30 +41,29 @@ def test_storm_of_503_and_429_with_retry_after(db, fake_server, apns_key, servic
     rep = run_batch(notifs, cfg, "storm-1", clock=clock)
     fault("HTTP 503 / 429 answers", len(notifs))
     rows = assert_ledger(engine, "storm-1", len(notifs), fake_server.accepted)
-    assert rep.retry_pending == 90 and rep.sent == 0
+    assert rep.retry_pending == 110 and rep.sent == 0
 
     def check_schedule(now, attempts):
         for r in log_rows(engine, "storm-1"):
-            if r.platform != "fcm":
-                continue
-            ra = RETRY_AFTER[kinds[r.token]]
+            ra = RETRY_AFTER[kinds[r.token]] if r.platform == "fcm" else None  # APNs sends no Retry-After
             assert r.attempts == attempts
             if attempts < cfg.retry_max_attempts:
                 assert r.status == "retry_pending"
                 want = max(ra or 0.0, backoff(attempts))
-                assert r.next_retry_at == now + timedelta(seconds=want), (kinds[r.token], attempts)
+                assert r.next_retry_at == now + timedelta(seconds=want), (r.token, attempts)
             else:
                 assert r.status == "failed" and r.next_retry_at is None
 
     check_schedule(t0, 1)
-    # APNs 503 / 429 are not retried (documented choice 3), and are recorded once.
+    # APNs 503 / 429 are retried like FCM's (documented choice 3), with the seed's soft / refused.
     for r in rows.values():
         if r.platform == "apns":
-            assert r.status == "failed" and r.provider_status in (503, 429) and r.attempts == 1
+            assert r.status == "retry_pending" and r.provider_status in (503, 429) and r.attempts == 1
+            assert (r.failure_type, r.failure_reason) == ("soft", 20)
     assert not quarantine_rows(engine), "provider throttling must never move a device's quarantine counter"
 
     sent = sum(fcm_requests(fake_server).values())
-    assert sent == 90
+    assert sent == 90 and sum(apns_requests(fake_server).values()) == 20
     for attempt in range(2, cfg.retry_max_attempts + 1):
         # Not due yet: passes find nothing and send nothing, however often they run (no hot loop).
         for _ in range(3):
@@ -75,13 +78,15 @@ def test_storm_of_503_and_429_with_retry_after(db, fake_server, apns_key, servic
         # All due: one pass sends each exactly once more.
         clock.set(max(r.next_retry_at for r in pending))
         res = asyncio.run(run_retries(engine, cfg, clock))
-        assert res.examined == 90, res
+        assert res.examined == 110, res
         sent += 90
+        assert set(apns_requests(fake_server).values()) == {attempt}
         assert sum(fcm_requests(fake_server).values()) == sent
         check_schedule(clock.now(), attempt)
-        fault("HTTP 503 / 429 answers", 90)
+        fault("HTTP 503 / 429 answers", 110)
     # Every token was tried exactly retry_max_attempts times, then given up.
     assert set(fcm_requests(fake_server).values()) == {cfg.retry_max_attempts}
+    assert set(apns_requests(fake_server).values()) == {cfg.retry_max_attempts}
     clock.advance(days=1)
     assert asyncio.run(run_retries(engine, cfg, clock)).examined == 0
     assert_ledger(engine, "storm-1", len(notifs), fake_server.accepted)
