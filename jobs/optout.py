@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from jobs.common import JobResult, Progress, StopFlag, recorded, should_stop
+from push import metrics
 from push.clock import Clock
 from push.config import PushConfig
 from push.outcomes import FailureReason
@@ -78,7 +79,9 @@ def run_optout(
                     break
                 now = clock.now()
                 disabled = jt.disable_unregistered(conn, since, after, keys[-1], now)
-                store.insert_exclusions(conn, [_exclusion(row) for row in disabled], now=now)
+                excluded = [_exclusion(row) for row in disabled]
+                store.insert_exclusions(conn, excluded, now=now)
+            metrics.exclusions(excluded)
             after = keys[-1]
             progress.examined += len(keys)
             progress.changed += len(disabled)

@@ -8,6 +8,7 @@ from typing import Any, Mapping, NamedTuple
 
 from sqlalchemy.engine import Engine
 
+from push import metrics
 from push.clock import Clock, utc
 from push.config import PushConfig
 from push.notification import Notification
@@ -47,6 +48,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
     table = load_table(config)
     pipe = Pipeline(config, engine, clock=clock, table=table, clients=clients)
     result = RetryResult()
+    rec = metrics.DeliveryMetrics(config)
     try:
         await pipe.load_rules()
         done = 0
@@ -74,6 +76,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
             if expired:
                 result.expired += len(expired)
                 await pipe.db(_expire, pipe, expired, now)
+                rec.expired(expired)
 
             async def launch(refs: list[Any]) -> None:
                 await pipe.db(_launch, engine, [ref.row_id for ref in refs])
@@ -93,6 +96,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
                 with engine.begin() as conn:
                     store.update_delivery_logs(conn, updates, now=rec_now)
                     pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], rec_now)
+                rec.outcomes(batch, (u["status"] for u in updates))
 
             await pipe.send_many(jobs, launch, record)
         return result

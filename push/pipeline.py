@@ -33,6 +33,7 @@ from typing import (Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator,
 
 from sqlalchemy.engine import Engine
 
+from push import metrics
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
@@ -441,6 +442,7 @@ class _Delivery:
         self.id = delivery_id
         self.cfg = pipe.config
         self._chunks_done = 0
+        self.metrics = metrics.DeliveryMetrics(self.cfg)
 
     # runs on a database thread (the analysis one on Postgres)
     def analyse(self, items: list[tuple[int, Notification]]) -> list[Job]:
@@ -506,6 +508,7 @@ class _Delivery:
         store.insert_log_rows(conn, logs)
         if exclusions:
             store.insert_exclusions(conn, exclusions, now=now)
+            self.metrics.excluded(exclusions)
         return send
 
     def _exclusion(self, n: Notification, key: Key, seq: int, state: Mapping[Key, Any], earlier: Mapping[Key, int],
@@ -547,6 +550,7 @@ class _Delivery:
             entered = self.pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], now,
                                                [ref.valid_at_analysis for ref, _, _, _ in batch])
             dq.add_quarantined_after(conn, self.id, entered)
+        self.metrics.outcomes(batch, (u.status for u in updates))
 
 
 def _expiry(n: Notification, validity: datetime) -> datetime:

@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from push import jsoncodec
+from push import jsoncodec, metrics
 from push.errors import ValidationError
 from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import MAX_OCCURRENCES, QualificationRule, RuleStatus
@@ -541,6 +541,7 @@ def apply_quarantine(
     }
 
     changed: list[tuple[Any, ...]] = []
+    transitions: list[tuple[Any, Any]] = []  # (event, new status) for push_quarantine_transitions_total
     entered = 0
     for key, value in outcomes_by_key.items():
         state, dirty, newly = states.get(key), False, False
@@ -549,10 +550,12 @@ def apply_quarantine(
             if step.state is not None:
                 state, dirty = step.state, True
                 newly = newly or step.entered_quarantine
+                transitions.append((step.event, step.state.status))
         if dirty and state is not None:
             changed.append(_state_row(key, state, ts))
             entered += newly
     _write_states(c, changed)
+    metrics.quarantine_transitions(transitions)
     return entered
 
 
@@ -572,14 +575,17 @@ def cleanup_quarantine(
     if c.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     changed: list[tuple[Any, ...]] = []
+    transitions: list[tuple[Any, Any]] = []
     for row in c.execute(stmt):
         state = _state_from_row(row[3:])
         event = cleanup_event(state, now=ts, policy=policy)
         step = apply_event(state, event, now=ts, policy=policy) if event is not None else None
         if step is not None and step.state is not None:
             changed.append(_state_row((row.platform, row.app, row.token), step.state, ts))
+            transitions.append((event, step.state.status))
     if not dry_run:
         _write_states(c, changed)
+        metrics.quarantine_transitions(transitions)
     return len(changed)
 
 
