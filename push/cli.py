@@ -646,7 +646,8 @@ def run_job_cmd(name: str = typer.Argument(..., help="opt-out | retry | cleanup"
 @app.command("scheduler")
 @handled
 def scheduler(run_now: bool = typer.Option(False, "--run-now", help="run every job once at start")) -> None:
-    """Run the opt-out, retry and cleanup jobs on their intervals until SIGTERM/SIGINT.
+    """Run the opt-out, retry and cleanup jobs on their intervals until SIGTERM/SIGINT; with
+    PUSH_METRICS_PORT set, serve /metrics, /healthz and /readyz on it.
 
     Example: PUSH_OPTOUT_INTERVAL=21600 push-feedback scheduler
     """
