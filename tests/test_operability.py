@@ -168,21 +168,18 @@ def test_a_failing_job_is_one_line_without_debug_and_a_traceback_with_it(engine,
         finally:
             logs.setup(stream=io.StringIO())
         text = out.getvalue()
-        ours = [ln for ln in text.splitlines() if " jobs" in ln or ln.startswith(" ")]
         if debug:
             assert "Traceback" in text and "RuntimeError" in text
         else:
             assert "Traceback" not in text
             assert len(text.splitlines()) == 1, text
             assert "job=opt-out status=error" in text and "no such table" in text
-        assert ours
 
 
 def test_json_logs_parse_line_by_line_with_stable_keys(tmp_path):
     url = f"sqlite:///{tmp_path}/json.db"
     log = tmp_path / "scheduler.log"
     with scheduler_process(scheduler_env(url, PUSH_OPTOUT_INTERVAL="1", PUSH_LOG_FORMAT="json"), log) as proc:
-        engine = None
         wait_for(lambda: "job=opt-out status=ok" in log.read_text(), "an opt-out run", [proc], [log])
         text = stop_and_check(proc, log)
     records = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
@@ -192,7 +189,6 @@ def test_json_logs_parse_line_by_line_with_stable_keys(tmp_path):
     assert set(run["counts"]) >= {"examined", "changed"} and isinstance(run["duration"], float)
     datetime.fromisoformat(run["time"])
     assert not any("apscheduler" in r["logger"] or "alembic" in r["logger"] for r in records)
-    assert engine is None
 
 
 def test_json_formatter_masks_device_paths_and_summarises_exceptions():
