@@ -23,6 +23,7 @@ class Case:
     dead: float = 0.0
     n_scale: float = 1.0  # slow peers run on N × n_scale notifications (``--full-peers`` runs them on N)
     default: bool = True  # False: only with ``--all`` or a matching ``--only``
+    metrics: bool = True  # False: push.metrics.set_enabled(False), the same run's baseline for the metrics cost
 
 
 def _project(provider: str) -> list[Case]:
@@ -32,6 +33,8 @@ def _project(provider: str) -> list[Case]:
         Case(f"{provider}-sb-pg", "send_batch · Postgres", "send_batch", provider, PROJECT, "postgres"),
         Case(f"{provider}-sb-sqlite-dead", "send_batch · SQLite · 10% dead", "send_batch", provider, PROJECT,
              "sqlite", 0.1),
+        Case(f"{provider}-sb-sqlite-nometrics", "send_batch · SQLite · metrics off", "send_batch", provider,
+             PROJECT, "sqlite", metrics=False),
         Case(f"{provider}-sb-pg-dead", "send_batch · Postgres · 10% dead", "send_batch", provider, PROJECT,
              "postgres", 0.1, default=False),
         Case(f"{provider}-client", f"client layer ({client})", "client", provider, PROJECT),
@@ -80,6 +83,8 @@ TARGETS: list[Target] = [
     Target("send_batch SQLite ≥ 0.5× minimal jh2 (FCM)", "fcm-sb-sqlite", "fcm-min-jh2", 0.5),
     Target("Postgres within 15 % of SQLite (APNs)", "apns-sb-pg", "apns-sb-sqlite", 0.85),
     Target("Postgres within 15 % of SQLite (FCM)", "fcm-sb-pg", "fcm-sb-sqlite", 0.85),
+    Target("metrics cost ≤ 3 % · send_batch SQLite (APNs)", "apns-sb-sqlite", "apns-sb-sqlite-nometrics", 0.97),
+    Target("metrics cost ≤ 3 % · send_batch SQLite (FCM)", "fcm-sb-sqlite", "fcm-sb-sqlite-nometrics", 0.97),
     Target("10 % dead costs ≤ 10 % · send_batch SQLite (APNs)", "apns-sb-sqlite-dead", "apns-sb-sqlite", 0.9),
     Target("10 % dead costs ≤ 10 % · send_batch SQLite (FCM)", "fcm-sb-sqlite-dead", "fcm-sb-sqlite", 0.9),
     Target("10 % dead costs ≤ 10 % · send_batch Postgres (APNs)", "apns-sb-pg-dead", "apns-sb-pg", 0.9),

@@ -240,7 +240,7 @@ def run_worker(spec: RunSpec, env: BenchEnv, server: BenchServer, log: Path,
 def run_case(case: Case, args: argparse.Namespace, env: BenchEnv, server: BenchServer, pg: Postgres | None,
              log: Path, *, n: int | None = None, generator: bool = False) -> RunResult:
     spec = RunSpec(kind=case.kind, provider=case.provider, n=n or case_n(case, args), concurrency=args.concurrency,
-                   warmup=args.warmup, dead=case.dead, db=case.db, generator=generator)
+                   warmup=args.warmup, dead=case.dead, db=case.db, generator=generator, metrics=case.metrics)
     if case.db == "postgres":
         assert pg is not None
         with pg.database() as (url, name):

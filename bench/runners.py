@@ -109,7 +109,10 @@ def _status_counts(statuses: Iterable[int]) -> dict[str, int]:
 
 
 def run_send_batch(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
+    from push import metrics
     from push.pipeline import send_batch
+
+    metrics.set_enabled(spec.metrics)  # one case per worker process: no need to restore it
 
     tmp = None
     url = spec.db_url

@@ -28,6 +28,7 @@ class RunSpec:
     db_url: str | None = None  # postgres: the throwaway database; sqlite: made by the worker
     generator: bool = False  # send_batch: feed a lazy generator instead of a prebuilt list
     profile: str | None = None  # write a cProfile of the timed part to this path
+    metrics: bool = True  # False: Prometheus recording off (push.metrics.set_enabled)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

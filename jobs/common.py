@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.engine import Engine
 
+from push import metrics
 from push.clock import Clock
 from tables import jobs as jt
 from tables.models import JobStatus
@@ -75,6 +76,11 @@ class JobResult:
             for k, v in asdict(self).items()
         }
 
+    def log_fields(self) -> dict[str, Any]:
+        """The run's line as ``extra`` for JSON logs (push.logs): stable keys."""
+        return {"job": self.job, "status": self.status, "duration": round(self.duration, 3),
+                "counts": {"examined": self.rows_examined, "changed": self.rows_changed, **self.details}}
+
     def summary(self) -> str:
         """The one log line per run."""
         text = (
@@ -125,7 +131,8 @@ def recorded(engine: Engine, job: str, clock: Clock, body: Callable[[Progress], 
     try:
         body(progress)
     except Exception as exc:  # noqa: BLE001 - recorded in job_run and returned as status=error
-        log.exception("job=%s failed", job)
+        # The run's one line (jobs.runner) carries the error; the traceback is for --debug.
+        log.debug("job=%s failed", job, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
     status = JobStatus.OK if error is None else JobStatus.ERROR
     watermark = progress.watermark if error is None else None
@@ -141,6 +148,8 @@ def recorded(engine: Engine, job: str, clock: Clock, body: Callable[[Progress], 
             error=error,
             watermark=watermark,
         )
+    duration = time.monotonic() - t0
+    metrics.job_finished(job, "ok" if error is None else "error", duration, started)
     return JobResult(
         job=job,
         status="ok" if error is None else "error",
@@ -152,6 +161,6 @@ def recorded(engine: Engine, job: str, clock: Clock, body: Callable[[Progress], 
         error=error,
         stopped=progress.stopped,
         run_id=run_id,
-        duration=time.monotonic() - t0,
+        duration=duration,
         details=dict(progress.details),
     )

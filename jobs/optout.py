@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from jobs.common import JobResult, Progress, StopFlag, recorded, should_stop
+from push import metrics
 from tables.retrying import in_transaction
 from push.clock import Clock
 from push.config import PushConfig
@@ -74,18 +75,20 @@ def run_optout(
                 progress.stopped = True
                 return  # watermark stays at the last committed chunk: the next run resumes there
 
-            def chunk(conn: Any, after: jt.Keyset | None = after) -> tuple[list[jt.Keyset], list[Any]]:
+            def chunk(conn: Any, after: jt.Keyset | None = after) -> tuple[list[jt.Keyset], list[Any], list[Any]]:
                 keys = jt.unregistered_chunk(conn, since, after, chunk_size)
                 if not keys:
-                    return keys, []
+                    return keys, [], []
                 now = clock.now()
                 disabled = jt.disable_unregistered(conn, since, after, keys[-1], now)
-                store.insert_exclusions(conn, [_exclusion(row) for row in disabled], now=now)
-                return keys, disabled
+                excluded = [_exclusion(row) for row in disabled]
+                store.insert_exclusions(conn, excluded, now=now)
+                return keys, disabled, excluded
 
-            keys, disabled = in_transaction(engine, chunk)  # again, whole, after a deadlock
+            keys, disabled, excluded = in_transaction(engine, chunk)  # again, whole, after a deadlock
             if not keys:
                 break
+            metrics.exclusions(excluded)
             after = keys[-1]
             progress.examined += len(keys)
             progress.changed += len(disabled)

@@ -9,6 +9,7 @@ from typing import Any, Mapping, NamedTuple
 
 from sqlalchemy.engine import Engine
 
+from push import metrics
 from push.clock import Clock, utc
 from push.config import PushConfig
 from push.notification import Notification
@@ -65,6 +66,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
     table = load_table(config)
     pipe = Pipeline(config, engine, clock=clock, table=table, clients=clients)
     result = RetryResult()
+    rec = metrics.DeliveryMetrics(config)
     try:
         await pipe.load_rules()
         now = clock.now()  # once per pass: a row rescheduled to "now" waits for the next pass
@@ -93,6 +95,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
             if expired:
                 result.expired += len(expired)
                 await pipe.db(_expire, pipe, expired, now)
+                rec.expired(expired)
 
             async def claim(refs: list[Any]) -> list[Any]:
                 won = await pipe.db(_claim, pipe, refs, now)
@@ -119,6 +122,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
                     pipe.record_effects(conn, [(n, out) for _, n, _, out in batch], rec_now)
 
                 pipe.write_outcomes(write)
+                rec.outcomes(batch, (u.status for u in updates))
                 result.sent += counts["sent"]
                 result.failed += counts["failed"]
                 result.rescheduled += counts["rescheduled"]

@@ -20,7 +20,8 @@ from jobs.common import AnyStop, JobResult, Progress, StopFlag, recorded, should
 from jobs.lock import job_lock
 from jobs.optout import run_optout
 from jobs.retry import run_retries
-from push.clock import Clock
+from push import metrics
+from push.clock import Clock, SystemClock
 from push.config import PushConfig
 from push.pipeline import Sender
 from tables import jobs as jt
@@ -43,6 +44,47 @@ class JobSpec:
     name: str
     run: Callable[[Engine, PushConfig, Clock, JobOptions], JobResult]
     interval: Callable[[PushConfig], float]  # seconds between scheduled runs
+    # Raises ConfigError when the job cannot work with these settings (checked before a process starts it).
+    preflight: Callable[[Engine, PushConfig], None] | None = None
+
+
+def check_provider(config: PushConfig, platform: str) -> None:
+    """The provider's settings are complete and its credentials load (no network)."""
+    if platform == "apns":
+        from push.apns import ApnsJwt
+        from push.tls import make_ssl_context
+
+        config.require_apns()
+        if config.apns_auth == "token":
+            ApnsJwt(config.apns_key_file or "", config.apns_key_id or "", config.apns_team_id or "",
+                    clock=SystemClock())
+        else:
+            make_ssl_context(config.ca_file, client_cert=config.apns_cert_file, client_key=config.apns_cert_key_file)
+    elif platform == "fcm":
+        from push.fcm import load_service_account
+
+        config.require_fcm()
+        load_service_account(config.fcm_credentials_file or "")
+
+
+def configured_providers(config: PushConfig) -> list[str]:
+    return [p for p, on in (("apns", config.apns_auth is not None), ("fcm", bool(config.fcm_credentials_file))) if on]
+
+
+def _retry_preflight(engine: Engine, config: PushConfig) -> None:
+    # Only the providers that have rows waiting: a deployment without FCM needs no FCM settings.
+    with engine.connect() as conn:
+        platforms = jt.retry_platforms(conn)
+    for platform in platforms:
+        check_provider(config, platform)
+
+
+def preflight(engine: Engine, config: PushConfig, names: list[str] | None = None) -> None:
+    """Fail fast (ConfigError) when a job about to be run or scheduled cannot work."""
+    for name in names or list(JOBS):
+        check = JOBS[name].preflight
+        if check is not None:
+            check(engine, config)
 
 
 def run_retry_job(
@@ -64,11 +106,33 @@ def run_retry_job(
             progress.details[name] = progress.details.get(name, 0) + getattr(r, name)
         progress.stopped = should_stop(stop)
 
-    return recorded(engine, RETRY_JOB, clock, body)
+    result = recorded(engine, RETRY_JOB, clock, body)
+    refresh_retry_backlog(engine, clock)
+    return result
+
+
+def refresh_retry_backlog(engine: Engine, clock: Clock) -> None:
+    """push_retry_backlog, once per retry run (and at scheduler start), never per scrape."""
+    try:
+        with engine.connect() as conn:
+            metrics.retry_backlog(*jt.retry_backlog(conn, clock.now()))
+    except Exception:  # noqa: BLE001 - a gauge must never fail the job; the run's own line tells
+        log.debug("could not refresh the retry backlog gauge", exc_info=True)
+
+
+def refresh_quarantine_entries(engine: Engine) -> None:
+    """push_quarantine_entries, after each opt-out and cleanup run (and at scheduler start)."""
+    try:
+        with engine.connect() as conn:
+            metrics.quarantine_entries(jt.quarantine_by_status(conn))
+    except Exception:  # noqa: BLE001 - as above
+        log.debug("could not refresh the quarantine gauge", exc_info=True)
 
 
 def _optout(engine: Engine, config: PushConfig, clock: Clock, opts: JobOptions) -> JobResult:
-    return run_optout(engine, config, clock, stop=opts.stop)
+    result = run_optout(engine, config, clock, stop=opts.stop)
+    refresh_quarantine_entries(engine)
+    return result
 
 
 def _retry(engine: Engine, config: PushConfig, clock: Clock, opts: JobOptions) -> JobResult:
@@ -76,12 +140,14 @@ def _retry(engine: Engine, config: PushConfig, clock: Clock, opts: JobOptions) -
 
 
 def _cleanup(engine: Engine, config: PushConfig, clock: Clock, opts: JobOptions) -> JobResult:
-    return run_cleanup(engine, config, clock, stop=opts.stop)
+    result = run_cleanup(engine, config, clock, stop=opts.stop)
+    refresh_quarantine_entries(engine)
+    return result
 
 
 JOBS: dict[str, JobSpec] = {
     "opt-out": JobSpec("opt-out", _optout, lambda c: c.optout_interval),
-    RETRY_JOB: JobSpec(RETRY_JOB, _retry, lambda c: c.retry_interval),
+    RETRY_JOB: JobSpec(RETRY_JOB, _retry, lambda c: c.retry_interval, _retry_preflight),
     "cleanup": JobSpec("cleanup", _cleanup, lambda c: c.cleanup_interval),
 }
 
@@ -120,12 +186,13 @@ def run_job(
             # We hold the lock, so any 'running' row of this job is a dead process's.
             jt.abandon_running(conn, name, clock.now(), ABANDONED)
         result = spec.run(engine, config, clock, JobOptions(stop=AnyStop(stop, lock.lost), clients=clients))
-    (log.info if result.ok else log.error)("%s", result.summary())
+    (log.info if result.ok else log.error)("%s", result.summary(), extra=result.log_fields())
     return result
 
 
 def _skipped(name: str, clock: Clock, reason: str) -> JobResult:
     now = clock.now()
     result = JobResult(job=name, status="skipped", started_at=now, finished_at=now, error=reason)
-    log.info("%s", result.summary())
+    metrics.job_finished(name, "skipped", None)
+    log.info("%s", result.summary(), extra=result.log_fields())
     return result

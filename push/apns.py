@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from push import metrics
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
@@ -102,8 +104,13 @@ class ApnsJwt:
 
     def _mint(self) -> None:
         now = self._clock.now()
-        self._token = jwt.encode({"iss": self.team_id, "iat": int(now.timestamp())}, self._key,
-                                 algorithm="ES256", headers={"kid": self.key_id})
+        try:
+            self._token = jwt.encode({"iss": self.team_id, "iat": int(now.timestamp())}, self._key,
+                                     algorithm="ES256", headers={"kid": self.key_id})
+        except Exception:
+            metrics.for_provider("apns").auth(False)
+            raise
+        metrics.for_provider("apns").auth(True)
         self._issued = now
         self.minted += 1
 
@@ -132,7 +139,9 @@ class ApnsClient:
                                    client_key=config.apns_cert_key_file)
         if transport is None:
             from push.transport import transport_from_config
-            transport = transport_from_config(config, ctx)
+            transport = transport_from_config(config, ctx, provider="apns")
+        self._transport = transport
+        self._metrics = metrics.for_provider("apns")
         self._http = httpx.AsyncClient(transport=transport, base_url=config.apns_base_url.rstrip("/"),
                                        timeout=httpx.Timeout(self._timeout))
         from push.transport import DirectPost, H2Transport
@@ -152,6 +161,16 @@ class ApnsClient:
         return None if self._direct is None else self._direct.transport.free_streams(self._http.base_url)
 
     async def send(self, n: Notification, *, apns_id: str | None = None) -> Outcome:
+        if not metrics.enabled():
+            return await self._send(n, apns_id)
+        gauge = self._metrics.in_flight
+        gauge.inc()
+        try:
+            return await self._send(n, apns_id)
+        finally:
+            gauge.dec()
+
+    async def _send(self, n: Notification, apns_id: str | None) -> Outcome:
         body = n.apns_body()
         limit = n.apns_limit()
         if len(body) > limit:
@@ -177,8 +196,11 @@ class ApnsClient:
             if self.jwt is not None:
                 jwt_token = self.jwt.current()
                 headers["authorization"] = f"bearer {jwt_token}"
+            t0 = time.perf_counter()
             out = await post_and_classify("apns", self._http, self._direct, path, body, headers, table=self._table,
                                           now=self._clock.now)
+            if metrics.enabled():
+                self._metrics.latency.observe(time.perf_counter() - t0)
             if out.provider_status is not None:
                 self.sent += 1
             if out.action is Action.REFRESH_AUTH and not refreshed and self.jwt is not None and jwt_token:
@@ -188,6 +210,8 @@ class ApnsClient:
             return out
 
     async def aclose(self) -> None:
+        from push.transport import warn_if_never_connected
+        warn_if_never_connected(self._transport, "apns", str(self._http.base_url))
         await self._http.aclose()
 
     async def __aenter__(self) -> "ApnsClient":

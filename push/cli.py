@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from push.classify import classify as classify_response
-from push.config import PushConfig, describe
+from push.config import PushConfig, effective
 from push.errors import ConfigError, PushError, StorageError, ValidationError
 from push.outcome_table import DEFAULT_TABLE
 from push.outcomes import FailureReason, FailureType
@@ -52,6 +52,7 @@ class State:
     database_url: str | None = None
     debug: bool = False
     show_tokens: bool = False
+    log_format: str = "text"
 
 
 state = State()
@@ -61,10 +62,16 @@ state = State()
 def _global(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="PUSH_DATABASE_URL",
                                                         help="SQLAlchemy URL (default: sqlite:///push-feedback.db)"),
             debug: bool = typer.Option(False, "--debug", help="show tracebacks and debug logs"),
-            show_tokens: bool = typer.Option(False, "--show-tokens", help="print device tokens unmasked")) -> None:
+            show_tokens: bool = typer.Option(False, "--show-tokens", help="print device tokens unmasked"),
+            log_format: str = typer.Option("text", "--log-format", envvar="PUSH_LOG_FORMAT",
+                                           help="text, or json: one JSON object per log line")) -> None:
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--log-format")
     state.database_url, state.debug, state.show_tokens = database_url, debug, show_tokens
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state.log_format = log_format
+    from push import logs
+
+    logs.setup(debug=debug, fmt=log_format, level=logging.WARNING)
 
 
 def handled(fn: F) -> F:
@@ -213,13 +220,22 @@ def classify(provider: str = typer.Argument(..., help="apns, fcm or oauth"),
 
 
 @app.command("config")
-def config_list() -> None:
-    """List every PUSH_* setting with its default.
+@handled
+def config_list(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Every PUSH_* setting: its effective value and where it came from (env, code = a command-line
+    option, default). The database password is masked.
 
     Example: push-feedback config
     """
-    console.print(_table("settings (environment variables)", ["variable", "default", "meaning"],
-                         [list(row) for row in describe()]))
+    import os
+
+    code = {"database_url": state.database_url} if state.database_url and \
+        os.environ.get("PUSH_DATABASE_URL") != state.database_url else {}
+    rows = effective(_config(), code=code)
+    if as_json:
+        _print_json([{"variable": v, "value": value, "source": src, "meaning": doc} for v, value, src, doc in rows])
+        return
+    console.print(_table("settings", ["variable", "value", "source", "meaning"], [list(r) for r in rows]))
 
 
 # --------------------------------------------------------------------------- send / demo
@@ -628,8 +644,11 @@ def run_job_cmd(name: str = typer.Argument(..., help="opt-out | retry | cleanup"
 
     if name not in JOBS:
         raise typer.BadParameter(f"must be one of {', '.join(JOBS)}", param_hint="NAME")
+    from jobs.runner import preflight
+
     config = _config()
     engine = _engine(config)
+    preflight(engine, config, [name])  # a job that cannot work fails here: one line, exit 2
     result = run_job(name, engine, config, SystemClock())
     data = result.as_dict() if hasattr(result, "as_dict") else vars(result)
     if as_json:
@@ -643,16 +662,18 @@ def run_job_cmd(name: str = typer.Argument(..., help="opt-out | retry | cleanup"
 @app.command("scheduler")
 @handled
 def scheduler(run_now: bool = typer.Option(False, "--run-now", help="run every job once at start")) -> None:
-    """Run the opt-out, retry and cleanup jobs on their intervals until SIGTERM/SIGINT.
+    """Run the opt-out, retry and cleanup jobs on their intervals until SIGTERM/SIGINT; with
+    PUSH_METRICS_PORT set, serve /metrics, /healthz and /readyz on it.
 
     Example: PUSH_OPTOUT_INTERVAL=21600 push-feedback scheduler
     """
     from jobs.scheduler import run_scheduler
+    from push import logs
 
     config = _config()
     _engine(config)  # fail fast on a bad database before scheduling anything
-    logging.getLogger().setLevel(logging.DEBUG if state.debug else logging.INFO)
-    run_scheduler(config, run_immediately=run_now)
+    logs.setup(debug=state.debug, fmt=state.log_format, level=logging.INFO)
+    run_scheduler(config, run_immediately=run_now)  # its preflight raises ConfigError: exit 2
 
 
 def main() -> None:

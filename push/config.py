@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from push.errors import ConfigError
 
@@ -47,12 +48,24 @@ class PushConfig:
     log_retention_days: float = _f(180.0, "delivery/exclusion logs older than this are purged", min=1, max=36500)
     h2_backend: str = _f("auto", "HTTP/2 library: auto (jh2 if it imports, else h2), jh2 or h2",
                          choices=("auto", "h2", "jh2"))
+    metrics_port: int | None = _f(None, "port of /metrics, /healthz and /readyz in the scheduler (off when unset)",
+                                  min=0, max=65535)
+    metrics_host: str = _f("0.0.0.0", "address the metrics/health port binds to")
+    log_format: str = _f("text", "log lines as text or json (one JSON object per line)", choices=("text", "json"))
+    # Not from the environment: a host application's prometheus_client registry to expose our metrics on.
+    metrics_registry: Any = field(default=None, compare=False, metadata={
+        "doc": "prometheus_client registry of the host (code only)", "env": False})
 
     def __post_init__(self) -> None:
         if self.fcm_project_id:
             check_project_id(self.fcm_project_id, env_name("fcm_project_id"))
         for f in fields(self):
-            value = getattr(self, f.name)
+            if f.metadata.get("env") is False:
+                continue
+            value = _typed(f.name, f.type, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+            if value is None:
+                continue
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(env_name(f.name), f"{value} is not a finite number")
             choices = f.metadata.get("choices")
@@ -63,12 +76,22 @@ class PushConfig:
                 raise ConfigError(env_name(f.name), f"{value} is below the minimum {lo}")
             if hi is not None and value > hi:
                 raise ConfigError(env_name(f.name), f"{value} is above the maximum {hi}")
+        for name in ("apns_base_url", "fcm_base_url"):
+            _require_https(name, getattr(self, name))
+
+    def __repr__(self) -> str:
+        """Every setting, with the database password masked (configs end up in logs)."""
+        shown = [f"{f.name}={mask_url(v) if f.name == 'database_url' else v!r}"
+                 for f in fields(self) if f.repr and (v := getattr(self, f.name)) != f.default]
+        return f"PushConfig({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "PushConfig":
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.metadata.get("env") is False:
+                continue
             raw = env.get(env_name(f.name))
             if raw is None or raw == "":
                 continue
@@ -127,7 +150,72 @@ def env_name(name: str) -> str:
 
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) for every setting; used by the README and the CLI."""
-    return [(env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"]) for f in fields(PushConfig)]
+    return [(env_name(f.name), "" if f.default is None else str(f.default), f.metadata["doc"])
+            for f in fields(PushConfig) if f.metadata.get("env") is not False]
+
+
+def effective(config: PushConfig, env: Mapping[str, str] | None = None,
+              code: Mapping[str, Any] | None = None) -> list[tuple[str, str, str, str]]:
+    """(variable, effective value, source, meaning) for every setting: source ``code`` when given in
+    ``code`` (keyword arguments, a command-line option), else ``env`` when its variable is set, else
+    ``default``. The database password is masked."""
+    env = os.environ if env is None else env
+    code = code or {}
+    rows = []
+    for f in fields(PushConfig):
+        if f.metadata.get("env") is False:
+            continue
+        name = env_name(f.name)
+        value = getattr(config, f.name)
+        source = ("code" if code.get(f.name) is not None else "env" if env.get(name) not in (None, "")
+                  else "default")
+        text = "" if value is None else mask_url(value) if f.name == "database_url" else str(value)
+        rows.append((name, text, source, f.metadata["doc"]))
+    return rows
+
+
+_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/]*@")
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://app:secret@db/push`` -> ``postgresql://app:***@db/push``."""
+    return _PASSWORD.sub(lambda m: f"{m.group(1)}:***@", url)
+
+
+def _require_https(name: str, url: str) -> None:
+    # http:// or a bare host name would fail on every send, each parked for retry as "may have been
+    # delivered" although nothing left the machine: refuse it here, once.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(env_name(name), f"{url!r} is not a URL: {exc}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(env_name(name), f"{url!r} must be an https:// URL (e.g. https://api.push.apple.com)")
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,)}
+
+
+def _typed(name: str, typ: Any, value: Any) -> Any:
+    """In-code values get the env's checks: numbers as text are parsed like env values, and a value of
+    the wrong type is a ConfigError naming the setting instead of a TypeError further down."""
+    t = str(typ)
+    optional = t.endswith("| None")
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(env_name(name), "must be set")
+    kind = t.split(" |")[0]
+    accepted = _KINDS.get(kind)
+    if accepted is None:
+        return value
+    if isinstance(value, str) and kind != "str":
+        return _parse(name, kind, value.strip())
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        raise ConfigError(env_name(name), f"{value!r} is not {'text' if kind == 'str' else 'a number'} "
+                          f"(a {type(value).__name__}, expected {kind})")
+    return float(value) if kind == "float" else value
 
 
 def _parse(name: str, typ: Any, raw: str) -> Any:
@@ -137,7 +225,7 @@ def _parse(name: str, typ: Any, raw: str) -> Any:
             return int(raw)
         if t.startswith("float"):
             return float(raw)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(env_name(name), f"{raw!r} is not a number") from None
     return raw
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import ssl
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -22,7 +23,7 @@ import h2.events
 import httpx
 from google.oauth2 import service_account
 
-from push import jsoncodec
+from push import jsoncodec, metrics
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig, check_project_id
@@ -150,6 +151,7 @@ class FcmAccessToken:
             if self._failure is not None and self._clock.now() < self._failure[1]:
                 return self._failure[0]
             result = await asyncio.to_thread(self._refresh)
+            metrics.for_provider("fcm").auth(not isinstance(result, Outcome))
             if isinstance(result, Outcome):
                 if result.retry:
                     hold, self._hold = self._hold, min(self._hold * 2, FAILURE_HOLD)
@@ -211,7 +213,9 @@ class FcmClient:
                                     clock=self._clock, table=self._table)
         if transport is None:
             from push.transport import transport_from_config
-            transport = transport_from_config(config, ctx)
+            transport = transport_from_config(config, ctx, provider="fcm")
+        self._transport = transport
+        self._metrics = metrics.for_provider("fcm")
         self._timeout = config.stream_timeout
         self._http = httpx.AsyncClient(transport=transport, base_url=config.fcm_base_url.rstrip("/"),
                                        timeout=httpx.Timeout(config.stream_timeout))
@@ -233,6 +237,16 @@ class FcmClient:
         return None if self._direct is None else self._direct.transport.free_streams(self._http.base_url)
 
     async def send(self, n: Notification) -> Outcome:
+        if not metrics.enabled():
+            return await self._send(n)
+        gauge = self._metrics.in_flight
+        gauge.inc()
+        try:
+            return await self._send(n)
+        finally:
+            gauge.dec()
+
+    async def _send(self, n: Notification) -> Outcome:
         size, limit = n.payload_size()
         if size > limit:
             return classify("fcm", error="payload_too_large", detail=f"payload is {size} bytes, limit {limit}",
@@ -246,8 +260,11 @@ class FcmClient:
             if isinstance(token, Outcome):
                 return token
             headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+            t0 = time.perf_counter()
             out = await post_and_classify("fcm", self._http, self._direct, self._path, body, headers,
                                           table=self._table, now=self._clock.now)
+            if metrics.enabled():
+                self._metrics.latency.observe(time.perf_counter() - t0)
             if out.provider_status is not None:
                 self.sent += 1
             if out.action is Action.REFRESH_AUTH and not refreshed:
@@ -257,6 +274,8 @@ class FcmClient:
             return out
 
     async def aclose(self) -> None:
+        from push.transport import warn_if_never_connected
+        warn_if_never_connected(self._transport, "fcm", str(self._http.base_url))
         await self._http.aclose()
         self.oauth.close()
 

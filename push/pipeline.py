@@ -42,6 +42,7 @@ from typing import (Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Ite
 
 from sqlalchemy.engine import Engine
 
+from push import metrics
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
@@ -620,6 +621,7 @@ class _Delivery:
         self.id = delivery_id
         self.cfg = pipe.config
         self._chunks_done = 0
+        self.metrics = metrics.DeliveryMetrics(self.cfg)
 
     # runs on a database thread (the analysis one on Postgres)
     def analyse(self, items: list[tuple[int, Notification]]) -> list[Job]:
@@ -688,6 +690,7 @@ class _Delivery:
         store.insert_log_rows(conn, logs)
         if exclusions:
             store.insert_exclusions(conn, exclusions, now=now)
+            self.metrics.excluded(exclusions)
         return send
 
     def _exclusion(self, n: Notification, key: Key, seq: int, state: Mapping[Key, Any], earlier: Mapping[Key, int],
@@ -745,6 +748,7 @@ class _Delivery:
             dq.add_quarantined_after(conn, self.id, entered)
 
         self.pipe.write_outcomes(write)
+        self.metrics.outcomes(batch, (u.status for u in updates))
 
 
 def _expiry(n: Notification, validity: datetime) -> datetime:

@@ -61,6 +61,7 @@ from typing import Any, Callable
 
 import httpx
 
+from push import metrics
 from push.errors import ConfigError
 from push.h2backend import BackendUnavailable, H2Backend, load_backend
 
@@ -241,10 +242,11 @@ class ConnectFailed(_GoAwayDetails, httpx.ConnectError):
 class _Unprocessed(Exception):
     """Internal: the server provably did not process this stream; resend it."""
 
-    def __init__(self, why: str, goaway: GoAway | None = None) -> None:
+    def __init__(self, why: str, goaway: GoAway | None = None, cause: str = "goaway") -> None:
         super().__init__(why)
         self.why = why
         self.goaway = goaway
+        self.cause = cause  # push_resends_total label: goaway | refused_stream | unwritten
 
 
 # Connection states. Plain ints compared by identity are the cheapest check on the hot path.
@@ -308,6 +310,7 @@ class _Connection:
         self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._settings_seen: asyncio.Future[None] = self.loop.create_future()
+        self.counted_budget: int | None = None  # what this connection adds to push_stream_budget, once open
         events = backend.events
         self._dispatch: dict[type, Callable[[Any], None]] = {
             events.ResponseReceived: self._on_response,
@@ -594,7 +597,8 @@ class _Connection:
         if stream is None:
             return
         if ev.error_code == REFUSED_STREAM:
-            self._finish(stream, _Unprocessed(f"stream {stream.sid} refused (REFUSED_STREAM)"))
+            self._finish(stream, _Unprocessed(f"stream {stream.sid} refused (REFUSED_STREAM)",
+                                              cause="refused_stream"))
         else:
             self._finish(stream, StreamReset(int(ev.error_code), stream_id=stream.sid,
                                              goaway=self.goaway))
@@ -611,6 +615,9 @@ class _Connection:
             # The live value; may go below the number of open streams (APNs drops to 1):
             # then no new stream is opened until enough have finished.
             self.max_streams = self.h2.remote_settings.max_concurrent_streams
+            if self.counted_budget is not None and self.max_streams != self.counted_budget:
+                self.pool.transport.metrics.budget.inc(self.max_streams - self.counted_budget)
+                self.counted_budget = self.max_streams
             if self.state is _READY and self.max_streams > old:
                 self.pool.wake(self.max_streams - max(old, self.active))
         if self._blocked and (self.b.SettingCodes.INITIAL_WINDOW_SIZE in changed
@@ -625,6 +632,7 @@ class _Connection:
                         bytes(ev.additional_data or b""))
         self.goaway = goaway
         self.pool.transport.stats.goaways += 1
+        self.pool.transport.metrics.goaways.inc()
         # A connection still being set up is not counted here: connect() fails and
         # _Pool._open decides what its waiters get.
         was_usable = self.state in (_READY, _CHECKING)
@@ -713,6 +721,11 @@ class _Connection:
         if not abort:
             self._flush()  # queued RST_STREAM / GOAWAY frames go out before the close
         self.state = _CLOSED
+        if self.counted_budget is not None:
+            m = self.pool.transport.metrics
+            m.open.dec()
+            m.budget.dec(self.counted_budget)
+            self.counted_budget = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -734,7 +747,7 @@ class _Connection:
             why = f"{why} after {goaway.describe()}"
         for stream in list(self.streams.values()):
             if stream.gen >= self._flush_gen:
-                exc: BaseException = _Unprocessed(f"{why}; request was never written", goaway)
+                exc: BaseException = _Unprocessed(f"{why}; request was never written", goaway, "unwritten")
             else:
                 exc = ConnectionLost(
                     f"{why}: no response on stream {stream.sid}; the request may have been processed",
@@ -887,12 +900,19 @@ class _Pool:
             await conn.connect()
         except BaseException as exc:
             stats.connect_failures += 1
+            self.transport.metrics.failures.inc()
+            self.transport.last_connect_error = str(exc) or type(exc).__name__
             self._note_failure()
             self._connect_failed(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         stats.connections_opened += 1
+        m = self.transport.metrics
+        m.opened.inc()
+        m.open.inc()
+        m.budget.inc(conn.max_streams)
+        conn.counted_budget = conn.max_streams
         # Wake one more than there are slots: that waiter may open another connection.
         self.wake(conn.max_streams - conn.active + 1)
 
@@ -959,6 +979,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         ping_after_idle: float = 60.0,
         ping_timeout: float = 5.0,
         backend: str | H2Backend = "auto",
+        provider: str | None = None,
     ) -> None:
         if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
             raise ValueError("H2Transport requires an ssl_context that verifies the server "
@@ -980,6 +1001,13 @@ class H2Transport(httpx.AsyncBaseTransport):
         self._pools: dict[tuple[bytes, bytes, int | None], _Pool] = {}
         self._closed = False
         self.stats = TransportStats()
+        # Prometheus children labelled with the provider this transport talks to (push.metrics).
+        self.metrics = metrics.for_provider(provider)
+        self.last_connect_error: str | None = None
+
+    def never_connected(self) -> bool:
+        """Every connection attempt so far failed (and there was at least one)."""
+        return self.stats.connect_failures > 0 and self.stats.connections_opened == 0
 
     def __repr__(self) -> str:
         conns = [c for p in self._pools.values() for c in p.conns]
@@ -1065,6 +1093,7 @@ class H2Transport(httpx.AsyncBaseTransport):
                         f"{self._max_resends} resends", request=request,
                         goaway=exc.goaway, resends=resends - 1) from exc
                 self.stats.resends += 1
+                self.metrics.resends[exc.cause].inc()
                 front = True
                 continue
             except BaseException:
@@ -1151,7 +1180,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         await asyncio.gather(*(p.aclose() for p in pools), return_exceptions=True)
 
 
-def transport_from_config(config: Any, ssl_context: ssl.SSLContext) -> H2Transport:
+def transport_from_config(config: Any, ssl_context: ssl.SSLContext, provider: str | None = None) -> H2Transport:
     """The transport a provider client builds from a ``PushConfig`` when none is injected."""
     try:
         backend = load_backend(config.h2_backend)
@@ -1161,7 +1190,16 @@ def transport_from_config(config: Any, ssl_context: ssl.SSLContext) -> H2Transpo
     # PING must not outlast the send deadline: a silently dead connection would otherwise
     # fail every send (PoolTimeout) until it is given up.
     return H2Transport(ssl_context=ssl_context, max_connections=config.max_connections,
-                       ping_timeout=min(5.0, config.stream_timeout / 2), backend=backend)
+                       ping_timeout=min(5.0, config.stream_timeout / 2), backend=backend, provider=provider)
+
+
+def warn_if_never_connected(transport: Any, provider: str, base_url: str) -> None:
+    """The one warning line when no connection to a provider ever worked (every notification sent
+    through it was then parked for retry, never delivered)."""
+    if isinstance(transport, H2Transport) and transport.never_connected():
+        log.warning("%s: every connection to %s failed (%d attempts; last: %s); nothing was delivered through it",
+                    provider, base_url, transport.stats.connect_failures, transport.last_connect_error,
+                    extra={"provider": provider})
 
 
 # --------------------------------------------------------------------------- direct posts

@@ -23,7 +23,8 @@ def outcome_for_transport_error(provider: str, exc: BaseException, table: Outcom
         # Refused by our own HTTP/2 layer before anything was written (e.g. CR/LF in a header value):
         # our request is malformed, the device and the connection are fine.
         return classify(provider, error="invalid_content", detail=f"not sent; {exc}"[:200], table=table)  # type: ignore[arg-type]
-    unsent = isinstance(exc, (httpx.ConnectError, httpx.PoolTimeout)) or (
+    # UnsupportedProtocol: the URL's scheme is not one the transport speaks; nothing was sent.
+    unsent = isinstance(exc, (httpx.ConnectError, httpx.PoolTimeout, httpx.UnsupportedProtocol)) or (
         getattr(exc, "may_have_been_processed", True) is False)
     name = "timeout" if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.PoolTimeout) else "connection_lost"
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

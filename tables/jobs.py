@@ -310,3 +310,35 @@ def cap_rule_occurrences(conn: Connection, now: datetime, cap: int = MAX_OCCURRE
     """Bring ``qualification_rule.occurrences`` back under the seed's 100,000 cap."""
     stmt = sa.update(RULE).where(RULE.c.occurrences > cap).values(occurrences=cap, updated_at=now)
     return max(conn.execute(stmt).rowcount, 0)
+
+
+# --------------------------------------------------------------------------- gauges (push.metrics)
+
+
+def retry_backlog(conn: Connection, now: datetime) -> tuple[int, int]:
+    """``retry_pending`` rows due at ``now`` and not yet due (ix_delivery_log_status_next_retry_at)."""
+    due = DLOG.c.next_retry_at <= now
+    stmt = sa.select(sa.func.count().filter(due), sa.func.count().filter(sa.not_(due))).where(
+        DLOG.c.status == LogStatus.RETRY_PENDING.value)
+    row = conn.execute(stmt).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def quarantine_by_status(conn: Connection) -> dict[str, int]:
+    """Quarantine entries per status (ix_quarantine_status_updated_at covers the grouping)."""
+    stmt = sa.select(QUAR.c.status, sa.func.count()).group_by(QUAR.c.status)
+    return {status: int(n) for status, n in conn.execute(stmt)}
+
+
+def last_runs(conn: Connection) -> dict[str, tuple[str, datetime]]:
+    """Each job's latest finished run: (status, started_at)."""
+    latest = (sa.select(RUNS.c.job, sa.func.max(RUNS.c.id).label("id"))
+              .where(RUNS.c.status != JobStatus.RUNNING.value).group_by(RUNS.c.job).subquery())
+    stmt = sa.select(RUNS.c.job, RUNS.c.status, RUNS.c.started_at).join(latest, RUNS.c.id == latest.c.id)
+    return {job: (status, _as_datetime(started)) for job, status, started in conn.execute(stmt)}
+
+
+def retry_platforms(conn: Connection) -> list[str]:
+    """Platforms that have ``retry_pending`` rows: the providers the retry runner will need."""
+    stmt = sa.select(DLOG.c.platform).where(DLOG.c.status == LogStatus.RETRY_PENDING.value).distinct()
+    return sorted(p for (p,) in conn.execute(stmt) if p)

@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from push import jsoncodec
+from push import jsoncodec, metrics
 from push.errors import ValidationError
 from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import MAX_OCCURRENCES, QualificationRule, RuleStatus
@@ -593,10 +593,12 @@ def apply_quarantine(
         )
     }
 
-    def run(keys: Iterable[Key]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], set[Key]]:
+    def run(keys: Iterable[Key]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], set[Key],
+                                          dict[Key, list[tuple[Any, Any]]]]:
         changed: list[tuple[Any, ...]] = []
         new: list[tuple[Any, ...]] = []
         entered: set[Key] = set()
+        moves: dict[Key, list[tuple[Any, Any]]] = {}  # (event, new status) for push_quarantine_transitions_total
         for key in keys:
             value = outcomes_by_key[key]
             state, dirty, newly = states.get(key), False, False
@@ -605,13 +607,14 @@ def apply_quarantine(
                 if step.state is not None:
                     state, dirty = step.state, True
                     newly = newly or step.entered_quarantine
+                    moves.setdefault(key, []).append((step.event, step.state.status))
             if dirty and state is not None:
                 (changed if key in states else new).append(_state_row(key, state, ts))
                 if newly:
                     entered.add(key)
-        return changed, new, entered
+        return changed, new, entered, moves
 
-    changed, new, entered = run(keys)
+    changed, new, entered, moves = run(keys)
     _write_states(c, changed)
     # A key without a row cannot be locked: two writers can both decide from "no row". Insert
     # those without overwriting; a key someone else inserted meanwhile is read (now locked) and
@@ -620,9 +623,13 @@ def apply_quarantine(
     if raced:
         entered -= raced
         states.update(load_quarantine_states(c, raced, for_update=True))
-        again, _, entered_again = run(sorted(raced))
+        again, _, entered_again, moves_again = run(sorted(raced))
         _write_states(c, again)
         entered |= entered_again
+        moves.update(moves_again)
+        for key in raced - set(moves_again):
+            moves.pop(key, None)
+    metrics.quarantine_transitions([m for key_moves in moves.values() for m in key_moves])
     return len(entered)
 
 
@@ -642,14 +649,17 @@ def cleanup_quarantine(
     if c.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     changed: list[tuple[Any, ...]] = []
+    transitions: list[tuple[Any, Any]] = []
     for row in c.execute(stmt):
         state = _state_from_row(row[3:])
         event = cleanup_event(state, now=ts, policy=policy)
         step = apply_event(state, event, now=ts, policy=policy) if event is not None else None
         if step is not None and step.state is not None:
             changed.append(_state_row((row.platform, row.app, row.token), step.state, ts))
+            transitions.append((event, step.state.status))
     if not dry_run:
         _write_states(c, changed)
+        metrics.quarantine_transitions(transitions)
     return len(changed)
 
 

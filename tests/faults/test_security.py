@@ -4,6 +4,7 @@ and SQL values travel as bound parameters."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from datetime import datetime, timezone
@@ -131,6 +132,33 @@ def test_no_secret_in_logs_or_tables_and_tokens_masked(db, fake_server, apns_key
     tokens = [n.token for n in notifs]
     full = sorted({text[:160] for t in tokens for text in logs if t in text})
     assert not full, f"full device tokens in log lines: {full[:3]}"
+
+
+def test_json_and_text_log_output_parse_and_hold_no_secret(db, fake_server, apns_key, service_account, all_logs):
+    """What push.logs' formatters would write for every record of a run (PUSH_LOG_FORMAT=json, and text),
+    debug on so tracebacks are included: each JSON line parses; no secret and no full token in either."""
+    from push.logs import JsonFormatter, TextFormatter
+
+    engine, url = db
+    cfg = make_config(fake_server, apns_key, service_account, url, stream_timeout=0.5)
+    notifs = ([apns_n(ok_apns_token(i)) for i in range(10)] + [fcm_n(ok_fcm_token(i)) for i in range(10)]
+              + [apns_n(apns_token(name, 2)) for name in ("unregistered", "expired_provider_token", "rst_cancel",
+                                                         "goaway")]
+              + [fcm_n(fcm_token(name, 2)) for name in ("unregistered", "unauthenticated_no_fcm_error", "drop")])
+    run_batch(notifs, cfg, "sec-json")
+    secrets = secrets_of_run(fake_server, apns_key, service_account)
+    assert "APNs provider JWT" in secrets and "OAuth access token" in secrets
+    json_lines = [JsonFormatter(debug=True).format(r) for r in all_logs.records]
+    text_lines = [TextFormatter(debug=True).format(r) for r in all_logs.records]
+    assert len(json_lines) > 50
+    for line in json_lines:
+        assert "\n" not in line
+        assert {"time", "level", "logger", "event"} <= set(json.loads(line))
+    for name, lines in (("json", json_lines), ("text", text_lines)):
+        leaks = {label for label, secret in secrets.items() for line in lines if secret in line}
+        assert not leaks, f"secrets in {name} log output: {sorted(leaks)}"
+        full = sorted({line[:160] for n in notifs for line in lines if n.token in line})
+        assert not full, f"full device tokens in {name} log output: {full[:3]}"
 
 
 def test_oauth_and_jwt_failures_log_no_secret(fake_server, apns_key, service_account, all_logs):
