@@ -287,16 +287,16 @@ def _show_report(report: Any, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_dict())
         return
-    rows = [["to deliver", report.to_deliver], ["excluded at analysis", report.excluded_total],
-            ["sent", report.sent], ["failed", report.failed_total], ["retry pending", report.retry_pending],
+    rows = [["to deliver", report.to_deliver], ["excluded at analysis", report.excluded],
+            ["sent", report.sent], ["failed", report.failed], ["retry pending", report.retry_pending],
             ["quarantined during analysis", report.quarantined_at_analysis],
             ["quarantined after delivery", report.quarantined_after_delivery], ["total", report.total]]
     console.print(_table(f"Delivery summary — {report.delivery_id}", ["", "count"], rows))
-    if report.excluded:
-        console.print(_table("Excluded by reason", ["failure reason", "count"], [[k, v] for k, v in report.excluded.items()]))
-    if report.failed:
+    if report.excluded_by_reason:
+        console.print(_table("Excluded by reason", ["failure reason", "count"], [[k, v] for k, v in report.excluded_by_reason.items()]))
+    if report.failed_by_type_reason:
         console.print(_table("Failed by type / reason", ["failure type / reason", "count"],
-                             [[k, v] for k, v in report.failed.items()]))
+                             [[k, v] for k, v in report.failed_by_type_reason.items()]))
 
 
 @app.command("demo")

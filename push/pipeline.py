@@ -122,33 +122,38 @@ EXCLUSION_TYPES: dict[FailureReason, FailureType] = {
 
 @dataclass
 class DeliveryReport:
-    """The seed's delivery summary, read back from ``delivery_log`` so it always matches the table."""
+    """The seed's delivery summary, read back from ``delivery_log`` so it always matches the table.
+
+    Every count is an int; the breakdowns sit beside them as ``*_by_reason`` mappings.
+    """
 
     delivery_id: str
     total: int = 0
     to_deliver: int = 0
     sent: int = 0
+    failed: int = 0
+    excluded: int = 0
     retry_pending: int = 0
     pending: int = 0
-    excluded: dict[str, int] = field(default_factory=dict)  # by failure reason label
-    failed: dict[str, int] = field(default_factory=dict)  # by "type / reason"
+    excluded_by_reason: dict[str, int] = field(default_factory=dict)  # by failure reason label
+    failed_by_type_reason: dict[str, int] = field(default_factory=dict)  # by "type / reason"
     quarantined_at_analysis: int = 0
     quarantined_after_delivery: int = 0
     resumed: bool = False
 
     @property
-    def excluded_total(self) -> int:
-        return sum(self.excluded.values())
+    def excluded_total(self) -> int:  # the name before the counts were ints
+        return self.excluded
 
     @property
     def failed_total(self) -> int:
-        return sum(self.failed.values())
+        return self.failed
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "delivery_id": self.delivery_id, "total": self.total, "to_deliver": self.to_deliver,
-            "excluded": self.excluded_total, "excluded_by_reason": dict(self.excluded), "sent": self.sent,
-            "failed": self.failed_total, "failed_by_type_reason": dict(self.failed),
+            "excluded": self.excluded, "excluded_by_reason": dict(self.excluded_by_reason), "sent": self.sent,
+            "failed": self.failed, "failed_by_type_reason": dict(self.failed_by_type_reason),
             "retry_pending": self.retry_pending, "pending": self.pending,
             "quarantined_at_analysis": self.quarantined_at_analysis,
             "quarantined_after_delivery": self.quarantined_after_delivery, "resumed": self.resumed,
@@ -178,8 +183,9 @@ def read_report(engine: Engine, delivery_id: str) -> DeliveryReport:
             excluded[_reason_label(reason)] += n
         elif status == LogStatus.FAILED.value:
             failed[f"{ftype or 'undefined'} / {_reason_label(reason)}"] += n
-    rep.excluded, rep.failed = dict(excluded), dict(failed)
-    rep.to_deliver = rep.total - rep.excluded_total
+    rep.excluded_by_reason, rep.failed_by_type_reason = dict(excluded), dict(failed)
+    rep.excluded, rep.failed = sum(excluded.values()), sum(failed.values())
+    rep.to_deliver = rep.total - rep.excluded
     return rep
 
 
