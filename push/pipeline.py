@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
 from typing import (Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
-                    TypeVar)
+                    Sized, TypeVar)
 
 from sqlalchemy.engine import Engine
 
@@ -43,6 +43,7 @@ from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import QualificationRule, apply_rules
 from push.quarantine import QuarantinePolicy, QuarantineStatus, may_change, may_change_valid
 from tables import delivery as dq
+from tables import delivery_input
 from tables import store
 from tables.engine import make_engine
 from tables.migrate import upgrade
@@ -587,7 +588,7 @@ def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int
 async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
                       delivery: str | None = None, *, engine: Engine | None = None, clock: Clock | None = None,
                       clients: Mapping[str, Sender] | None = None, table: OutcomeTable | None = None,
-                      progress: Callable[[int], None] | None = None) -> DeliveryReport:
+                      progress: Callable[[int], None] | None = None, force: bool = False) -> DeliveryReport:
     """Send a delivery and record every notification's fate; see ``send_batch``."""
     config = config or PushConfig.from_env()
     clock = clock or SystemClock()
@@ -611,9 +612,14 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         chunks = _chunks(notifications, config.chunk_size)
         first = [_check(c) for c in islice(chunks, 1)]
 
+        digest = delivery_input.fingerprint(first[0] if first else [])
+        count = len(notifications) if isinstance(notifications, Sized) else None
+
         def _start() -> bool:
             with engine.begin() as conn:
-                return dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
+                resumed = dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
+                delivery_input.check_input(conn, delivery_id, digest, count, resumed=resumed, force=force)
+                return resumed
         resumed = await pipe.db(_start)
         if resumed:
             log.info("resuming delivery %s", delivery_id)
@@ -671,7 +677,9 @@ def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config
 
     Every notification ends in exactly one ``delivery_log`` row: ``sent``,
     ``failed``, ``excluded`` or ``retry_pending``. Giving the same ``delivery``
-    id again resumes it: what already has an outcome is never sent again.
+    id again resumes it: what already has an outcome is never sent again. A resume
+    whose input differs from the delivery's first run (first chunk, or count when
+    ``notifications`` has a length) raises ``ValidationError`` unless ``force=True``.
     """
     try:
         asyncio.get_running_loop()

@@ -173,6 +173,11 @@ class Delivery(SQLModel, table=True):
     retry_pending: int = _int()
     quarantined_at_analysis: int = _int()
     quarantined_after_delivery: int = _int()
+    # Migration 0003 (see tables.delivery_input): what the input was, and whether an operator closed it.
+    input_fingerprint: str | None = Field(default=None, max_length=64)
+    input_count: int | None = Field(default=None)
+    abandoned_at: datetime | None = _ts(nullable=True)
+    abandoned_reason: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class DeliveryLog(SQLModel, table=True):
