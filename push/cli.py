@@ -85,8 +85,8 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 
 # Piped output keeps whole lines (tokens, error texts) instead of wrapping at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=True)  # messages stay one line
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, soft_wrap=True)
 
 
 @dataclass
@@ -495,6 +495,9 @@ def _dry_run(file: str, config: PushConfig, as_json: bool) -> None:
     total = sum(by_platform.values())
     if not total:
         raise ValidationError("FILE", f"{'standard input' if file == '-' else file} holds no notifications")
+    from push.pipeline import load_table
+
+    load_table(config)  # PUSH_OUTCOME_OVERRIDES, as a real send reads it
     for platform in by_platform:  # the settings a real send would need
         getattr(config, f"require_{platform}")()
     summary = {"valid": total, "by_platform": dict(by_platform), "would_exclude_no_token": no_token,

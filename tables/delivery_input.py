@@ -60,13 +60,13 @@ def check_input(conn: Connection, delivery_id: str, digest: str, count: int | No
     if resumed and row.input_fingerprint is not None and not force:
         if row.input_fingerprint != digest:
             raise ValidationError("delivery", f"delivery {delivery_id!r} was started with different input "
-                                  "(its first chunk differs); use a new delivery id, or force to resume it "
-                                  "with this input (rows already recorded keep their outcome, the rest are "
-                                  "matched by position)")
+                                  "(its first chunk differs); use a new delivery id, or resume it anyway "
+                                  "with --force (force=True in Python): rows already recorded keep their "
+                                  "outcome, the rest are matched by position")
         if count is not None and row.input_count is not None and count != row.input_count:
             raise ValidationError("delivery", f"delivery {delivery_id!r} was started with {row.input_count} "
-                                  f"notifications, this input has {count}; use a new delivery id, or force to "
-                                  "resume it with this input")
+                                  f"notifications, this input has {count}; use a new delivery id, or resume "
+                                  "it anyway with --force (force=True in Python)")
     values: dict[str, Any] = {"input_fingerprint": digest}
     if count is not None:
         values["input_count"] = count
