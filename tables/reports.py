@@ -89,7 +89,7 @@ class NonDeliverables:
 
 
 def non_deliverables(conn: Connection, since: datetime | None = None, *, top: int = 10) -> NonDeliverables:
-    """The seed's non-deliverables report: failed and excluded notifications, broken down."""
+    """The non-deliverables report: failed and excluded notifications, broken down."""
     cond = [DLOG.c.status.in_(["failed", "excluded"])]
     if since is not None:
         cond.append(DLOG.c.updated_at >= since)
