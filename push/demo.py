@@ -15,15 +15,13 @@ from typing import Any, Callable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from fixtures.keys import make_apns_key, make_service_account
-from fixtures.scenarios import apns_token, fcm_token, ok_apns_token, ok_fcm_token
-from fixtures.server import FakePushServer
-from fixtures.tls import make_ca
 from push.clock import SystemClock
 from push.config import PushConfig
 from push.errors import ValidationError
 from push.notification import Notification
 from push.pipeline import DeliveryReport, send_batch
+from push.testing import (FakePushServer, apns_token, fcm_token, make_apns_key, make_ca, make_service_account,
+                          ok_apns_token, ok_fcm_token)
 from tables import store
 from tables.engine import make_engine
 from tables.migrate import upgrade

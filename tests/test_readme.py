@@ -22,7 +22,7 @@ from tables.models import DLOG, SUBS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Operating from the command line"
-MARKED = re.compile(r"<!-- readme-test: (\w+) -->\n```(\w+)\n(.*?)\n```", re.S)
+MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.S)
 BIN = Path(sys.executable).parent
 
 
@@ -93,3 +93,11 @@ def test_readme_psql_queries_run_as_written(tmp_path, pg_engine, _pg_session_url
     assert r.returncode == 0 and not r.stderr, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("f|") and any(line.startswith("sent|") for line in lines), r.stdout
+
+
+def test_readme_pytest_example_runs_outside_this_repository(tmp_path):
+    """The documented way to test against push.testing, as a user's own test file."""
+    (tmp_path / "test_example.py").write_text(blocks()["pytest-example"] + "\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
+                       cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
