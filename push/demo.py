@@ -12,22 +12,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fixtures.keys import make_apns_key, make_service_account
-from fixtures.scenarios import apns_token, fcm_token, ok_apns_token, ok_fcm_token
-from fixtures.server import FakePushServer
-from fixtures.tls import make_ca
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
 from push.clock import SystemClock
 from push.config import PushConfig
+from push.errors import ValidationError
 from push.notification import Notification
 from push.pipeline import DeliveryReport, send_batch
+from push.testing import (FakePushServer, apns_token, fcm_token, make_apns_key, make_ca, make_service_account,
+                          ok_apns_token, ok_fcm_token)
 from tables import store
 from tables.engine import make_engine
 from tables.migrate import upgrade
-from tables.models import Denylist
+from tables.models import DELIV, DENY, DLOG, EXCL, LOCKS, QUAR, RELOG, RULE, RUNS, SUBS, Denylist
 from tables.reports import NonDeliverables, non_deliverables
 
 IOS_APP = "com.example.news"
 ANDROID_APP = "news-android"
+DEMO_APPS = (IOS_APP, ANDROID_APP)
+# Everything the demo writes carries one of these marks, so a re-run can tell its own rows from
+# anyone else's and refuse a database that holds data it did not create.
+DELIVERY_PREFIX = "push-feedback-demo-"
+DENYLIST_REASON = "demo opt-out"
 
 # (platform, scenario, how many): every outcome the product deals with, mixed into one delivery.
 MIX: tuple[tuple[str, str, int], ...] = (
@@ -64,6 +71,45 @@ def _devices(count: int) -> list[tuple[str, str, str]]:
     return devices
 
 
+def foreign_data(conn: sa.Connection) -> str | None:
+    """What in this database the demo did not write (e.g. "12 subscriptions"), or None."""
+    checks = (
+        ("subscriptions", SUBS, ~SUBS.c.app.in_(DEMO_APPS)),
+        ("quarantine entries", QUAR, ~QUAR.c.app.in_(DEMO_APPS)),
+        ("deliveries", DELIV, ~DELIV.c.id.startswith(DELIVERY_PREFIX, autoescape=True)),
+        ("denylist entries", DENY, sa.or_(DENY.c.reason.is_(None), DENY.c.reason != DENYLIST_REASON)),
+        ("release log rows", RELOG, ~RELOG.c.app.in_(DEMO_APPS)),
+    )
+    found = []
+    for label, table, cond in checks:
+        n = conn.execute(sa.select(sa.func.count()).select_from(table).where(cond)).scalar_one()
+        if n:
+            found.append(f"{n} {label}")
+    return ", ".join(found) or None
+
+
+def clear_demo_data(conn: sa.Connection) -> None:
+    """Delete an earlier demo run's rows (only call after ``foreign_data`` found none)."""
+    for table in (EXCL, DLOG, DELIV, RELOG, QUAR, DENY, SUBS, RULE, RUNS, LOCKS):
+        conn.execute(sa.delete(table))
+
+
+def prepare_database(engine: Engine) -> None:
+    """Migrate, refuse a database holding someone else's data, and clear an earlier demo run."""
+    upgrade(engine)
+    with engine.begin() as conn:
+        other = foreign_data(conn)
+        if other:
+            raise ValidationError("--database-url", f"{_safe_url(engine)} holds data the demo did not create "
+                                  f"({other}); give the demo an empty database, or no --database-url to use "
+                                  "its own SQLite file")
+        clear_demo_data(conn)
+
+
+def _safe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
 def run_demo(database_url: str, *, count: int = 3000, progress: Callable[[int], None] | None = None) -> DemoResult:
     from jobs.runner import run_job
 
@@ -84,7 +130,7 @@ def run_demo(database_url: str, *, count: int = 3000, progress: Callable[[int], 
                 concurrency=200, chunk_size=1000)
             engine = make_engine(database_url)
             try:
-                upgrade(engine)
+                prepare_database(engine)
                 devices = _devices(count)
                 now = SystemClock().now()
                 with engine.begin() as conn:
@@ -93,8 +139,8 @@ def run_demo(database_url: str, *, count: int = 3000, progress: Callable[[int], 
                         for i, (p, a, t) in enumerate(devices)], now=now)
                     # two people opted out of push on iOS: their devices are excluded at analysis
                     conn.execute(Denylist.__table__.insert(), [
-                        {"profile_id": "profile-0", "channel": "apns", "created_at": now, "reason": "opt-out"},
-                        {"profile_id": "profile-2", "channel": "apns", "created_at": now, "reason": "opt-out"}])
+                        {"profile_id": "profile-0", "channel": "apns", "created_at": now, "reason": DENYLIST_REASON},
+                        {"profile_id": "profile-2", "channel": "apns", "created_at": now, "reason": DENYLIST_REASON}])
 
                 def notifications() -> Iterator[Notification]:
                     for i, (p, a, t) in enumerate(devices):
@@ -107,7 +153,8 @@ def run_demo(database_url: str, *, count: int = 3000, progress: Callable[[int], 
                     yield Notification(token=ok_apns_token(10**6), platform="apns", app=IOS_APP,
                                        data={"article": "x" * 5000})
 
-                report = send_batch(notifications(), config, progress=progress, engine=engine)
+                delivery = f"{DELIVERY_PREFIX}{now:%Y%m%d-%H%M%S}"
+                report = send_batch(notifications(), config, delivery, progress=progress, engine=engine)
                 job = run_job("opt-out", engine, config, SystemClock())
                 with engine.connect() as conn:
                     nd = non_deliverables(conn)

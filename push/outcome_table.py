@@ -359,6 +359,22 @@ class OutcomeTable:
 
 
 def _coerce(name: str, value: Any) -> Any:
+    try:
+        return _coerce_value(name, value)
+    except (ValueError, KeyError):
+        raise ValueError(f"{name} {value!r} is not allowed; one of {_allowed(name)}") from None
+
+
+def _allowed(name: str) -> str:
+    """The values an override of ``name`` accepts, for the error message."""
+    if name == "failure_reason":
+        return ", ".join(f"{int(r)} ({r.label!r})" for r in FailureReason)
+    kinds: dict[str, Any] = {"failure_type": FailureType, "scope": Scope, "action": Action}
+    extra = ", null" if name == "failure_type" else ""
+    return ", ".join(repr(v.value) for v in kinds[name]) + extra if name in kinds else "true, false"
+
+
+def _coerce_value(name: str, value: Any) -> Any:
     if name == "failure_type":
         return None if value is None else FailureType(value)
     if name == "failure_reason":

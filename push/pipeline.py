@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
-from typing import (Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence,
-                    TypeVar)
+from typing import (Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple,
+                    Protocol, Sequence, Sized, TypeVar)
 
 from sqlalchemy.engine import Engine
 
@@ -53,6 +53,7 @@ from push.outcomes import FailureReason, FailureType, Outcome
 from push.qualification import QualificationRule, apply_rules
 from push.quarantine import QuarantinePolicy, QuarantineStatus, may_change, may_change_valid
 from tables import delivery as dq
+from tables import delivery_input
 from tables import store
 from tables.engine import make_engine
 from tables.locks import current_holder, named_lock
@@ -156,16 +157,21 @@ EXCLUSION_TYPES: dict[FailureReason, FailureType] = {
 
 @dataclass
 class DeliveryReport:
-    """The seed's delivery summary, read back from ``delivery_log`` so it always matches the table."""
+    """The seed's delivery summary, read back from ``delivery_log`` so it always matches the table.
+
+    Every count is an int; the breakdowns sit beside them as ``*_by_reason`` mappings.
+    """
 
     delivery_id: str
     total: int = 0
     to_deliver: int = 0
     sent: int = 0
+    failed: int = 0
+    excluded: int = 0
     retry_pending: int = 0
     pending: int = 0
-    excluded: dict[str, int] = field(default_factory=dict)  # by failure reason label
-    failed: dict[str, int] = field(default_factory=dict)  # by "type / reason"
+    excluded_by_reason: dict[str, int] = field(default_factory=dict)  # by failure reason label
+    failed_by_type_reason: dict[str, int] = field(default_factory=dict)  # by "type / reason"
     quarantined_at_analysis: int = 0
     quarantined_after_delivery: int = 0
     resumed: bool = False
@@ -174,18 +180,18 @@ class DeliveryReport:
     resent_in_doubt: int = 0  # retries of sends that may already have been delivered (connection lost)
 
     @property
-    def excluded_total(self) -> int:
-        return sum(self.excluded.values())
+    def excluded_total(self) -> int:  # the name before the counts were ints
+        return self.excluded
 
     @property
     def failed_total(self) -> int:
-        return sum(self.failed.values())
+        return self.failed
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "delivery_id": self.delivery_id, "total": self.total, "to_deliver": self.to_deliver,
-            "excluded": self.excluded_total, "excluded_by_reason": dict(self.excluded), "sent": self.sent,
-            "failed": self.failed_total, "failed_by_type_reason": dict(self.failed),
+            "excluded": self.excluded, "excluded_by_reason": dict(self.excluded_by_reason), "sent": self.sent,
+            "failed": self.failed, "failed_by_type_reason": dict(self.failed_by_type_reason),
             "retry_pending": self.retry_pending, "pending": self.pending,
             "quarantined_at_analysis": self.quarantined_at_analysis,
             "quarantined_after_delivery": self.quarantined_after_delivery, "resumed": self.resumed,
@@ -217,8 +223,9 @@ def read_report(engine: Engine, delivery_id: str) -> DeliveryReport:
             excluded[_reason_label(reason)] += n
         elif status == LogStatus.FAILED.value:
             failed[f"{ftype or 'undefined'} / {_reason_label(reason)}"] += n
-    rep.excluded, rep.failed = dict(excluded), dict(failed)
-    rep.to_deliver = rep.total - rep.excluded_total
+    rep.excluded_by_reason, rep.failed_by_type_reason = dict(excluded), dict(failed)
+    rep.excluded, rep.failed = sum(excluded.values()), sum(failed.values())
+    rep.to_deliver = rep.total - rep.excluded
     return rep
 
 
@@ -783,7 +790,8 @@ def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int
 async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
                       delivery: str | None = None, *, engine: Engine | None = None, clock: Clock | None = None,
                       clients: Mapping[str, Sender] | None = None, table: OutcomeTable | None = None,
-                      progress: Callable[[int], None] | None = None, stop: Any = None) -> DeliveryReport:
+                      progress: Callable[[int], None] | None = None, force: bool = False,
+                      stop: Any = None) -> DeliveryReport:
     """Send a delivery and record every notification's fate; see ``send_batch``."""
     config = config or PushConfig.from_env()
     clock = clock or SystemClock()
@@ -815,9 +823,14 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         if lease is None:
             raise DeliveryBusy(delivery_id, await pipe.db(current_holder, engine, delivery_lock_name(delivery_id)))
 
+        digest = delivery_input.fingerprint(first[0] if first else [])
+        count = len(notifications) if isinstance(notifications, Sized) else None
+
         def _start() -> bool:
             with engine.begin() as conn:
-                return dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
+                resumed = dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
+                delivery_input.check_input(conn, delivery_id, digest, count, resumed=resumed, force=force)
+                return resumed
         resumed = await pipe.db(_start)
         if resumed:
             log.info("resuming delivery %s", delivery_id)
@@ -900,7 +913,9 @@ def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config
 
     Every notification ends in exactly one ``delivery_log`` row: ``sent``,
     ``failed``, ``excluded`` or ``retry_pending``. Giving the same ``delivery``
-    id again resumes it: what already has an outcome is never sent again.
+    id again resumes it: what already has an outcome is never sent again. A resume
+    whose input differs from the delivery's first run (first chunk, or count when
+    ``notifications`` has a length) raises ``ValidationError`` unless ``force=True``.
     """
     try:
         asyncio.get_running_loop()

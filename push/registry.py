@@ -64,3 +64,16 @@ def remove_from_denylist(engine: Engine, profile_id: str, channel: str) -> bool:
     with engine.begin() as conn:
         return bool(conn.execute(sa.delete(DENY).where(DENY.c.profile_id == profile_id,
                                                        DENY.c.channel == channel)).rowcount)
+
+
+def denylist_entries(engine: Engine, *, channel: str | None = None, profile_id: str | None = None,
+                     limit: int = 50) -> list[dict[str, object]]:
+    """Denylisted profiles, newest first."""
+    stmt = sa.select(DENY.c.profile_id, DENY.c.channel, DENY.c.created_at, DENY.c.reason)
+    if channel is not None:
+        stmt = stmt.where(DENY.c.channel == channel)
+    if profile_id is not None:
+        stmt = stmt.where(DENY.c.profile_id == profile_id)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt.order_by(DENY.c.created_at.desc(), DENY.c.id.desc())
+                                                        .limit(limit))]

@@ -174,6 +174,11 @@ class Delivery(SQLModel, table=True):
     quarantined_at_analysis: int = _int()
     quarantined_after_delivery: int = _int()
     resent_in_doubt: int = _int()  # retries of sends that may already have been delivered
+    # Migration 0003 (see tables.delivery_input): what the input was, and whether an operator closed it.
+    input_fingerprint: str | None = Field(default=None, max_length=64)
+    input_count: int | None = Field(default=None)
+    abandoned_at: datetime | None = _ts(nullable=True)
+    abandoned_reason: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class DeliveryLog(SQLModel, table=True):

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from push.outcomes import FailureReason
 from tables.models import (
+    DELIV,
     DLOG,
     EXCL,
     QUAR,
@@ -88,7 +89,7 @@ class NonDeliverables:
 
 
 def non_deliverables(conn: Connection, since: datetime | None = None, *, top: int = 10) -> NonDeliverables:
-    """The seed's non-deliverables report: failed and excluded notifications, broken down."""
+    """The non-deliverables report: failed and excluded notifications, broken down."""
     cond = [DLOG.c.status.in_(["failed", "excluded"])]
     if since is not None:
         cond.append(DLOG.c.updated_at >= since)
@@ -114,3 +115,45 @@ def non_deliverables(conn: Connection, since: datetime | None = None, *, top: in
     return NonDeliverables(since, dict(by_type.most_common()), dict(by_reason.most_common()),
                            dict(by_app.most_common()), dict(by_error.most_common(top)),
                            {k: int(v) for k, v in q.items()}, total)
+
+
+# Deliveries that still have work in them, worst first: what `report deliveries` flags.
+UNFINISHED_STATES = ("unfinished", "retrying")
+
+
+def delivery_state(finished: bool, abandoned: bool, pending: int, retry_pending: int) -> str:
+    """``abandoned``; ``unfinished`` (still running, or stopped with rows pending: resume or abandon
+    it); ``retrying`` (sent, the retry job still has rows); ``done``."""
+    if abandoned:
+        return "abandoned"
+    if pending or not finished:
+        return "unfinished"
+    if retry_pending:
+        return "retrying"
+    return "done"
+
+
+def list_deliveries(conn: Connection, *, limit: int = 50, unfinished_only: bool = False) -> list[dict[str, Any]]:
+    """Deliveries, newest first, with their live counts from ``delivery_log`` and a state."""
+    deliveries = list(conn.execute(sa.select(DELIV).order_by(DELIV.c.created_at.desc(), DELIV.c.id)
+                                   .limit(None if unfinished_only else limit)))
+    counts: dict[str, Counter[str]] = {}
+    ids = [d.id for d in deliveries]
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        for delivery_id, status, n in conn.execute(
+                sa.select(DLOG.c.delivery_id, DLOG.c.status, sa.func.count())
+                .where(DLOG.c.delivery_id.in_(part)).group_by(DLOG.c.delivery_id, DLOG.c.status)):
+            counts.setdefault(delivery_id, Counter())[status] = int(n)
+    out = []
+    for d in deliveries:
+        c = counts.get(d.id, Counter())
+        state = delivery_state(d.finished_at is not None, d.abandoned_at is not None, c["pending"],
+                               c["retry_pending"])
+        if unfinished_only and state not in UNFINISHED_STATES:
+            continue
+        out.append({"id": d.id, "state": state, "created_at": d.created_at, "finished_at": d.finished_at,
+                    "total": sum(c.values()), "sent": c["sent"], "failed": c["failed"], "excluded": c["excluded"],
+                    "retry_pending": c["retry_pending"], "pending": c["pending"],
+                    "input_count": d.input_count, "abandoned_reason": d.abandoned_reason})
+    return out[:limit]

@@ -59,7 +59,7 @@ def test_mixed_delivery_through_real_servers(db, fake_server, apns_key, service_
     assert rep.total == total
     st = statuses(engine, "e2e-1")
     assert sum(st.values()) == total and "pending" not in st
-    assert rep.excluded == {"address not specified": 1}
+    assert rep.excluded_by_reason == {"address not specified": 1}
     assert max(fake_server.accepted.values()) == 1, "the server accepted a notification twice"
     t = DeliveryLog.__table__
     with engine.connect() as c:

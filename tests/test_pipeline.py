@@ -78,8 +78,8 @@ def test_every_notification_ends_in_exactly_one_row(engine, cfg, clock):
     assert sorted(rows) == list(range(len(notifs)))
     assert rep.total == len(notifs)
     assert rep.sent == 80
-    assert rep.excluded == {"address not specified": 2, "duplicate": 1}
-    assert rep.failed["hard / user unknown"] == 2
+    assert rep.excluded_by_reason == {"address not specified": 2, "duplicate": 1}
+    assert rep.failed_by_type_reason["hard / user unknown"] == 2
     assert rep.retry_pending == 2  # quota exceeded (the V2 table) and APNs 500 (choice 3) are retried
     assert rows[len(notifs) - 1].next_retry_at is not None
     assert_report_matches_table(engine, rep)
@@ -121,13 +121,13 @@ def test_hard_failure_quarantines_and_next_delivery_excludes(engine, cfg, clock)
     assert utc(q.provider_timestamp).year == 2025
     s2 = senders()
     rep2 = run([N(dead)], cfg, engine, clock, s2, "h2")
-    assert rep2.excluded == {"quarantined": 1} and s2["apns"].sent[dead] == 0
+    assert rep2.excluded_by_reason == {"quarantined": 1} and s2["apns"].sent[dead] == 0
 
 
 def test_410_older_than_registration_does_not_quarantine(engine, cfg, clock):
     tok = apns_token("unregistered_old", 1)  # timestamp 2020-01-01, registered 2025
     rep = run([N(tok)], cfg, engine, clock, senders(), "r410")
-    assert rep.failed == {"hard / user unknown": 1}
+    assert rep.failed_by_type_reason == {"hard / user unknown": 1}
     assert tok not in quarantine_rows(engine) or quarantine_rows(engine)[tok].status != "quarantine"
 
 

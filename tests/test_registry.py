@@ -23,7 +23,7 @@ def test_register_and_denylist(engine):
     assert denylist_profile(engine, "p1", "apns") is False
     n = Notification(token=tok, platform="apns", app="a", profile_id="p1", title="x")
     rep = asyncio.run(asend_batch([n], PushConfig(), engine=engine, clients={"apns": ScriptedSender("apns")}))
-    assert rep.excluded == {"denylisted": 1}
+    assert rep.excluded_by_reason == {"denylisted": 1}
     assert remove_from_denylist(engine, "p1", "apns") is True
     rep = asyncio.run(asend_batch([n], PushConfig(), engine=engine, clients={"apns": ScriptedSender("apns")}))
     assert rep.sent == 1

@@ -198,7 +198,7 @@ def test_payloads_over_the_limit_are_excluded_at_analysis(db, fake_server, apns_
         assert r.status == "excluded" and r.failure_reason == int(FailureReason.REFUSED) == 20
         assert r.failure_type == "soft" and "limit" in r.error_text and "bytes" in r.error_text, r.error_text
     assert rows[4].status == rows[5].status == "sent"
-    assert rep.excluded == {"refused": 4} and rep.sent == 2
+    assert rep.excluded_by_reason == {"refused": 4} and rep.sent == 2
     assert len(fake_server.requests) == 2, "nothing over the limit reached the server"
     with engine.connect() as c:
         ex = c.execute(sa.select(ExclusionLog.__table__.c.failure_reason)).scalars().all()
