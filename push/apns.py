@@ -189,6 +189,10 @@ class ApnsClient:
             headers["apns-expiration"] = str(int(n.expiration.timestamp()))
         if n.collapse_id:
             headers["apns-collapse-id"] = n.collapse_id
+        elif apns_id:
+            # A resend of a send that may have been delivered (a lost connection) then shows on the
+            # device as the same notification, not a second one: same id, same collapse id.
+            headers["apns-collapse-id"] = apns_id
         path = f"/3/device/{n.token}"
         refreshed = False
         while True:

@@ -34,6 +34,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Options of the whole program. They are accepted after the subcommand too (`tokens show T --show-tokens`):
 # the root group moves them to the front before parsing.
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on a signal after a drain; the same command resumes
 GLOBAL_FLAGS = frozenset({"--debug", "--show-tokens"})
 GLOBAL_VALUED = frozenset({"--database-url", "--log-format"})
 
@@ -484,12 +485,18 @@ def send(file: str = typer.Argument(..., help="JSON lines of notifications, or -
     delivery_id = delivery or _new_delivery_id("send")
     try:
         with _progress("sending") as advance:
-            report = send_batch(items, config, delivery_id, progress=advance, force=force)
+            report = send_batch(items, config, delivery_id, progress=advance, force=force, drain_on_signals=True)
     except ValidationError as exc:
         if exc.field != "delivery":
             _stopped_mid_input(exc, config, delivery_id, file)
         raise
     _show_report(report, as_json)
+    if report.stopped:
+        where = "FILE" if file == "-" else file
+        err.print(f"stopped by {report.stop_signal or 'request'} after the sends in flight were recorded: delivery "
+                  f"{delivery_id} has {report.pending} notifications pending and the input after them unread; "
+                  f"resume with `push-feedback send {where} --delivery {delivery_id}`", markup=False, highlight=False)
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def _stopped_mid_input(exc: ValidationError, config: PushConfig, delivery_id: str, file: str) -> None:

@@ -30,6 +30,8 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
+import signal
+import threading
 import uuid
 from collections import Counter, defaultdict
 from contextlib import ExitStack
@@ -178,6 +180,7 @@ class DeliveryReport:
     stopped: bool = False  # a stop request ended the run early: ``pending`` rows are sent on resume
     unsent_resends: int = 0  # requests that provably never reached the provider, sent again at once
     resent_in_doubt: int = 0  # retries of sends that may already have been delivered (connection lost)
+    stop_signal: str | None = None  # the signal that asked for the drain, when one did
 
     @property
     def excluded_total(self) -> int:  # the name before the counts were ints
@@ -195,7 +198,8 @@ class DeliveryReport:
             "retry_pending": self.retry_pending, "pending": self.pending,
             "quarantined_at_analysis": self.quarantined_at_analysis,
             "quarantined_after_delivery": self.quarantined_after_delivery, "resumed": self.resumed,
-            "stopped": self.stopped, "unsent_resends": self.unsent_resends, "resent_in_doubt": self.resent_in_doubt,
+            "stopped": self.stopped, "stop_signal": self.stop_signal, "unsent_resends": self.unsent_resends,
+            "resent_in_doubt": self.resent_in_doubt,
         }
 
 
@@ -791,8 +795,14 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
                       delivery: str | None = None, *, engine: Engine | None = None, clock: Clock | None = None,
                       clients: Mapping[str, Sender] | None = None, table: OutcomeTable | None = None,
                       progress: Callable[[int], None] | None = None, force: bool = False,
-                      stop: Any = None) -> DeliveryReport:
+                      stop: Any = None, drain_on_signals: bool = False) -> DeliveryReport:
     """Send a delivery and record every notification's fate; see ``send_batch``."""
+    if drain_on_signals:
+        with DrainOnSignals() as drain:
+            report = await asend_batch(notifications, config, delivery, engine=engine, clock=clock, clients=clients,
+                                       table=table, progress=progress, force=force, stop=AnyOf(stop, drain))
+        report.stop_signal = drain.signal_name
+        return report
     config = config or PushConfig.from_env()
     clock = clock or SystemClock()
     table = table or load_table(config)
@@ -892,6 +902,45 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
             engine.dispose()
 
 
+class DrainOnSignals:
+    """While in use (in the event loop's thread), the first SIGTERM or SIGINT asks for a drain: no new
+    send starts, the ones in flight finish within the stream timeout and their outcomes are written,
+    and the rest stay ``pending`` for a resume. A second signal stops hard (what is in flight is then
+    recorded ``interrupted`` on resume)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._installed: list[int] = []
+
+    def is_set(self) -> bool:
+        return self.signal_name is not None
+
+    def _on_signal(self, signum: int) -> None:
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+            log.warning("%s: finishing the sends in flight, then stopping (again to stop at once)", self.signal_name)
+        elif self._task is not None:
+            self._task.cancel()
+
+    def __enter__(self) -> "DrainOnSignals":
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+                self._installed.append(signum)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None
+        for signum in self._installed:
+            self._loop.remove_signal_handler(signum)
+        if signal.SIGINT in self._installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def delivery_lock_name(delivery_id: str) -> str:
     """The lease of one delivery, in the same lock space as the jobs' (fits ``job_lock.job``)."""
     return "delivery:" + hashlib.blake2b(delivery_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
@@ -916,6 +965,11 @@ def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config
     id again resumes it: what already has an outcome is never sent again. A resume
     whose input differs from the delivery's first run (first chunk, or count when
     ``notifications`` has a length) raises ``ValidationError`` unless ``force=True``.
+
+    ``stop`` (anything with ``is_set()``) asks for a drain from outside; ``drain_on_signals=True``
+    makes SIGTERM and SIGINT do the same (main thread only): the sends in flight finish and are
+    recorded, nothing new starts, and the report comes back with ``stopped`` set and the rest
+    ``pending``, sent when the same delivery id is given again.
     """
     try:
         asyncio.get_running_loop()
