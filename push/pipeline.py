@@ -833,13 +833,13 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         if lease is None:
             raise DeliveryBusy(delivery_id, await pipe.db(current_holder, engine, delivery_lock_name(delivery_id)))
 
-        digest = delivery_input.fingerprint(first[0] if first else [])
+        head = first[0] if first else []
         count = len(notifications) if isinstance(notifications, Sized) else None
 
         def _start() -> bool:
             with engine.begin() as conn:
                 resumed = dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
-                delivery_input.check_input(conn, delivery_id, digest, count, resumed=resumed, force=force)
+                delivery_input.check_input(conn, delivery_id, head, count, resumed=resumed, force=force)
                 return resumed
         resumed = await pipe.db(_start)
         if resumed:

@@ -2,8 +2,9 @@
 
 A resume matches notifications to ``delivery_log`` rows by position, so resuming
 with a different input would silently mix two audiences. The delivery row keeps
-a fingerprint of the first chunk (and the count when the caller knows it); a
-resume whose input differs is refused unless forced.
+a fingerprint of its first notifications (up to 100, whatever the chunk size)
+and the count when the caller knows it; a resume whose input differs is refused
+unless forced.
 
 ``abandon`` closes an unfinished delivery: rows still ``pending`` become
 ``excluded`` and rows waiting for a retry become ``failed`` (keeping the
@@ -35,19 +36,29 @@ _FINGERPRINTED = ("token", "platform", "app", "profile_id", "title", "body", "da
                   "push_type")
 
 
-def fingerprint(chunk: Sequence[tuple[int, Any]]) -> str:
-    """SHA-256 of one chunk's notifications (recipient and content), in order."""
+FINGERPRINT_COUNT = 100  # leading notifications fingerprinted, whatever the chunk size
+
+
+def fingerprint(chunk: Sequence[tuple[int, Any]], count: int = FINGERPRINT_COUNT) -> str:
+    """``"<n>:<SHA-256>"`` of the first ``n`` (at most ``count``) notifications of a chunk (recipient and
+    content, in order), so a resume with another chunk size computes the same value."""
     h = hashlib.sha256()
-    for seq, n in chunk:
+    head = chunk[:count]
+    for seq, n in head:
         h.update(f"{seq}\0".encode())
         fields = {k: getattr(n, k) for k in _FINGERPRINTED}
         fields["data"], fields["payload"] = dict(n.data), dict(n.payload) if n.payload is not None else None
         h.update(jsoncodec.dumps(fields, sort_keys=True))
-    return h.hexdigest()
+    return f"{len(head)}:{h.hexdigest()[:56]}"
 
 
-def check_input(conn: Connection, delivery_id: str, digest: str, count: int | None, *, resumed: bool,
-                force: bool = False) -> None:
+def _same_input(stored: str, chunk: Sequence[tuple[int, Any]]) -> bool:
+    count, _, _ = stored.partition(":")
+    return count.isdigit() and fingerprint(chunk, int(count)) == stored
+
+
+def check_input(conn: Connection, delivery_id: str, first: Sequence[tuple[int, Any]], count: int | None, *,
+                resumed: bool, force: bool = False) -> None:
     """Store the input's fingerprint on a new delivery; refuse a resume whose input differs.
 
     Deliveries written before fingerprints existed take the new one without a check.
@@ -58,7 +69,7 @@ def check_input(conn: Connection, delivery_id: str, digest: str, count: int | No
         raise ValidationError("delivery", f"delivery {delivery_id!r} was abandoned on "
                               f"{row.abandoned_at:%Y-%m-%d %H:%M}; send under a new delivery id")
     if resumed and row.input_fingerprint is not None and not force:
-        if row.input_fingerprint != digest:
+        if not _same_input(row.input_fingerprint, first):
             raise ValidationError("delivery", f"delivery {delivery_id!r} was started with different input "
                                   "(its first chunk differs); use a new delivery id, or resume it anyway "
                                   "with --force (force=True in Python): rows already recorded keep their "
@@ -67,7 +78,7 @@ def check_input(conn: Connection, delivery_id: str, digest: str, count: int | No
             raise ValidationError("delivery", f"delivery {delivery_id!r} was started with {row.input_count} "
                                   f"notifications, this input has {count}; use a new delivery id, or resume "
                                   "it anyway with --force (force=True in Python)")
-    values: dict[str, Any] = {"input_fingerprint": digest}
+    values: dict[str, Any] = {"input_fingerprint": fingerprint(first)}
     if count is not None:
         values["input_count"] = count
     conn.execute(sa.update(DELIV).where(DELIV.c.id == delivery_id).values(**values))

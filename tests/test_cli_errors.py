@@ -59,7 +59,7 @@ def test_run_job_json_exits_non_zero_when_the_job_failed(empty_db_url):
     _drop(empty_db_url, "quarantine")  # what the opt-out job reads: its body fails
     r = cli("run-job", "opt-out", "--json", db=empty_db_url)
     assert r.exit_code == 1, r.output
-    assert json.loads(r.output)["status"] == "error"  # the output is still the job's JSON
+    assert json.loads(r.stdout)["status"] == "error"  # standard output is still the job's JSON
 
 
 @pytest.fixture
