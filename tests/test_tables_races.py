@@ -120,3 +120,33 @@ def test_two_claims_of_the_same_rows_hand_each_row_to_one_claimant(engine, other
     with engine.connect() as conn:
         assert dict(conn.execute(sa.select(DLOG.c.claimed_by, sa.func.count()).group_by(DLOG.c.claimed_by)).all()) \
             == {"a": 60, "b": 40}
+
+
+def test_opposite_order_upserts_of_shared_subscriptions_do_not_deadlock(engine, other_engine):
+    """Two deliveries upserting the same 3,000 subscriptions (each changing the profile ids, so every row
+    is written) in opposite input orders, at the same time: rows taken in input order meet in the
+    middle and Postgres aborts one with a deadlock; taken in key order, one simply waits for the other."""
+    keys = [("apns", "a", f"{i:05d}") for i in range(3000)]
+    with engine.begin() as conn:
+        store.upsert_subscriptions(conn, [{"platform": p, "app": a, "token": t} for p, a, t in keys], now=NOW)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(eng: Engine, order: list, tag: str) -> None:
+        try:
+            for round_ in range(4):
+                rows = [{"platform": p, "app": a, "token": t, "profile_id": f"{tag}{round_}"} for p, a, t in order]
+                start.wait(10)
+                with eng.begin() as conn:
+                    store.upsert_subscriptions(conn, rows, now=NOW)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=run, args=(engine, keys, "a")),
+               threading.Thread(target=run, args=(other_engine, list(reversed(keys)), "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[0]

@@ -26,7 +26,7 @@ from fixtures.scenarios import apns_token, fcm_token, ok_apns_token, ok_fcm_toke
 from jobs.runner import run_job
 from push import Notification
 from push.clock import FakeClock, SystemClock
-from push.pipeline import send_batch
+from push.pipeline import read_report, send_batch
 from tables import delivery as dq
 from tables import store
 from tables.locks import lock_key
@@ -120,6 +120,10 @@ def test_two_retry_runners_with_the_first_lock_session_terminated(pg_engine, _pg
     rows = log_rows(engine, "r-lost")
     assert Counter(r.status for r in rows) == {"sent": 1500}
     assert all(fake_server.accepted[apns_id("r-lost", r.seq)] == 1 for r in rows)
+    # Each was resent once though it may have been delivered before: counted, and collapsible on the device.
+    assert read_report(engine, "r-lost").resent_in_doubt == 1500
+    assert all(r.headers.get("apns-collapse-id") == r.headers.get("apns-id") for r in fake_server.requests
+               if r.provider == "apns")
 
 
 def test_sigkill_of_a_retry_runner_mid_pass_never_resends_what_was_in_flight(db, fake_server, apns_key,

@@ -138,3 +138,49 @@ def test_sqlite_locked_by_another_writer_mid_batch(fake_server, apns_key, servic
         check_resume(sqlite_engine, fake_server, "sqlock-1", accepted_before, requests_before, pending_before)
     finally:
         locker.close()
+
+
+def test_outcome_writer_connections_terminated_lose_no_answer(fake_server, apns_key, service_account, pg_admin_url):
+    """The pipeline's connections are terminated, over and over, while answers come in (the delivery's
+    lease session is spared: losing it stops a run on purpose). Every answer is still written: each
+    token answered 410 / UNREGISTERED is quarantined, and the report counts what the server accepted."""
+    from fixtures.scenarios import apns_token, fcm_token
+
+    url = _create_database(pg_admin_url, "_writer")
+    engine = make_engine(url)
+    upgrade(engine)
+    name = make_url(url).database
+    admin = psycopg.connect(_libpq_url(pg_admin_url), autocommit=True)
+    kills: list[int] = []
+
+    def hook(calls, n):
+        if calls % 60 == 0 and len(kills) < 8:
+            pids = admin.execute(
+                "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.datname = %s "
+                "AND a.pid <> pg_backend_pid() AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid "
+                "AND l.locktype = 'advisory')", [name]).fetchall()
+            kills.append(len(pids))
+
+    notifs = []
+    for i in range(COUNT):
+        if i % 10 == 3:
+            notifs.append(apns_n(apns_token("unregistered", i)))
+        elif i % 10 == 7:
+            notifs.append(fcm_n(fcm_token("unregistered", i)))
+        else:
+            notifs.append(apns_n(ok_apns_token(i)) if i % 3 else fcm_n(ok_fcm_token(i)))
+    try:
+        cfg = make_config(fake_server, apns_key, service_account, url, concurrency=20, chunk_size=100)
+        rep = run_batch(notifs, cfg, "writer-1", hook=hook)
+        fault("PostgreSQL outcome-writer connections terminated", sum(kills))
+        assert sum(kills) >= 3, kills
+        rows = assert_ledger(engine, "writer-1", COUNT, fake_server.accepted)
+        dead = {n.token for n in notifs if "scn_unregistered" in (n.token or "") or (n.token or "").startswith("ffff")}
+        with engine.connect() as c:
+            quarantined = {r[0] for r in c.exec_driver_sql("SELECT token FROM quarantine WHERE status = 'quarantine'")}
+        assert dead <= quarantined, f"{len(dead - quarantined)} tokens answered 410/UNREGISTERED not quarantined"
+        assert rep.sent == sum(r.status == "sent" for r in rows.values()) == COUNT - len(dead)
+    finally:
+        admin.close()
+        engine.dispose()
+        _drop_database(pg_admin_url, url)
