@@ -6,29 +6,9 @@ is gone (its Postgres session ended, or its SQLite row was taken over).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
-
-from sqlalchemy.engine import Engine
-
-from push.clock import Clock
 from tables.locks import HEARTBEAT_SECONDS, LOCK_TTL, LockHandle, lock_key, named_lock
 
 JobLockHandle = LockHandle
+job_lock = named_lock  # ``job_lock(engine, job, clock)``: a job's lock is the lock named after it
 
 __all__ = ["HEARTBEAT_SECONDS", "LOCK_TTL", "JobLockHandle", "job_lock", "lock_key"]
-
-
-@contextmanager
-def job_lock(
-    engine: Engine,
-    job: str,
-    clock: Clock,
-    *,
-    ttl: timedelta = LOCK_TTL,
-    heartbeat_seconds: float = HEARTBEAT_SECONDS,
-) -> Iterator[LockHandle | None]:
-    """Hold ``job``'s lock for the ``with`` block; yields None when someone else holds it."""
-    with named_lock(engine, job, clock, ttl=ttl, heartbeat_seconds=heartbeat_seconds) as handle:
-        yield handle

@@ -156,3 +156,13 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         yield url
     finally:
         _drop_database(admin_url, url)
+
+
+@pytest.fixture
+def other_engine(engine: Engine) -> Iterator[Engine]:
+    """A second engine (own pool, own connections) on ``engine``'s database: another process's view."""
+    second = make_engine(engine.url)
+    try:
+        yield second
+    finally:
+        second.dispose()

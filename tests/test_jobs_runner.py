@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -41,14 +40,6 @@ def config() -> PushConfig:
     return PushConfig(concurrency=4, chunk_size=10)
 
 
-@pytest.fixture
-def other_engine(engine: Engine) -> Iterator[Engine]:
-    """A second engine (own pool, own connections) on the same database: another process's view."""
-    second = make_engine(engine.url)
-    try:
-        yield second
-    finally:
-        second.dispose()
 
 
 def runs(engine: Engine, job: str | None = None) -> list[Any]:

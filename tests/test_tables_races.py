@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
@@ -21,7 +19,6 @@ from push.classify import classify
 from push.quarantine import QuarantinePolicy
 from tables import delivery as dq
 from tables import store
-from tables.engine import make_engine
 from tables.models import DLOG, QUAR
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
@@ -30,13 +27,6 @@ SOFT = classify("apns", status=400, body=b'{"reason":"DeviceTokenNotForTopic"}')
 HARD = classify("apns", status=410, body=b'{"reason":"Unregistered"}')
 
 
-@pytest.fixture
-def other_engine(engine: Engine) -> Iterator[Engine]:
-    second = make_engine(engine.url)
-    try:
-        yield second
-    finally:
-        second.dispose()
 
 
 def _waiting_on_a_lock(engine: Engine) -> bool:

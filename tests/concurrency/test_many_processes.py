@@ -30,7 +30,7 @@ from push.pipeline import read_report, send_batch
 from tables import delivery as dq
 from tables import store
 from tables.locks import lock_key
-from tables.models import DLOG, QUAR
+from tables.models import QUAR
 from tests.concurrency.helpers import Done, env_for, no_traceback, start, wait_until, write_input
 from tests.db_plugin import _libpq_url
 from tests.faults.helpers import APP, FCM_APP, apns_id, assert_ledger, fault, log_rows, make_config
