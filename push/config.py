@@ -46,6 +46,8 @@ class PushConfig:
     retry_interval: float = _f(60.0, "seconds between retry runner runs", min=1, max=86400)
     cleanup_interval: float = _f(86400.0, "seconds between database cleanup runs", min=1, max=30 * 86400)
     log_retention_days: float = _f(180.0, "delivery/exclusion logs older than this are purged", min=1, max=36500)
+    unwritten_dir: str | None = _f(None, "where provider answers the database could not take wait for the resume "
+                                   "(default: ~/.local/state/push-feedback/unwritten)")
     h2_backend: str = _f("auto", "HTTP/2 library: auto (jh2 if it imports, else h2), jh2 or h2",
                          choices=("auto", "h2", "jh2"))
     metrics_port: int | None = _f(None, "port of /metrics, /healthz and /readyz in the scheduler (off when unset)",

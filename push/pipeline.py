@@ -44,7 +44,7 @@ from typing import (Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Ite
 
 from sqlalchemy.engine import Engine
 
-from push import metrics
+from push import metrics, unwritten
 from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
@@ -555,12 +555,19 @@ class Pipeline:
                 await asyncio.wait(pending, timeout=FLUSH_SECONDS)
                 if fatal:
                     raise fatal[0]
-        except BaseException:
-            # Stopping hard: what is in flight stays claimed (recorded 'interrupted' on resume).
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                # A failure (the database went away): stop launching, but let what is in flight get its
+                # answer (each within the stream timeout), so the answers can still be written or kept.
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+            else:
+                # Stopping hard (cancelled, interrupted): what is in flight stays claimed ('interrupted'
+                # on resume).
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
             await stop_flusher()
             await flush()
             raise
@@ -758,8 +765,46 @@ class _Delivery:
             entered = self.pipe.record_effects(conn, effects, now, valid)
             dq.add_quarantined_after(conn, self.id, entered)
 
-        self.pipe.write_outcomes(write)
+        try:
+            self.pipe.write_outcomes(write)
+        except Exception:
+            # The database stayed away: keep the answers (a 410 among them must still quarantine its
+            # token) where the resume of this delivery finds them, then stop.
+            path = unwritten.path_for(self.cfg.unwritten_dir, self.id)
+            try:
+                kept = unwritten.keep(path, self.id, claimer, batch, [u[3:-1] for u in updates])
+                log.error("delivery %s: %d provider answers could not be written; kept in %s for the resume",
+                          self.id, kept, path)
+            except OSError as exc:
+                log.error("delivery %s: %d provider answers could not be written nor kept (%s)",
+                          self.id, len(batch), exc)
+            raise
         self.metrics.outcomes(batch, (u.status for u in updates))
+
+    def write_kept_answers(self) -> int:
+        """Answers an earlier run of this delivery could not write (see ``push.unwritten``): written now,
+        with their effects, for rows still held by the claim that sent them."""
+        path = unwritten.path_for(self.cfg.unwritten_dir, self.id)
+        if not path.exists():
+            return 0
+        records = [r for r in unwritten.read(path) if r["delivery_id"] == self.id]
+        now = self.pipe.clock.now()
+        updates = [store.OutcomeUpdate(self.id, r["seq"], r["claimed_by"], *r["columns"], now) for r in records]
+        effects = [(r["notification"], r["outcome"]) for r in records]
+        valid = [bool(r["valid_at_analysis"]) for r in records]
+        written = 0
+
+        def write(conn: Any) -> None:
+            nonlocal written
+            written = store.update_log_outcomes(conn, updates)
+            dq.add_quarantined_after(conn, self.id, self.pipe.record_effects(conn, effects, now, valid))
+
+        if records:
+            self.pipe.write_outcomes(write)
+        path.unlink()
+        log.warning("delivery %s: wrote %d provider answers kept by an earlier run (%d rows)", self.id,
+                    len(records), written)
+        return len(records)
 
 
 def _expiry(n: Notification, validity: datetime) -> datetime:
@@ -845,6 +890,8 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         if resumed:
             log.info("resuming delivery %s", delivery_id)
         d = _Delivery(pipe, delivery_id)
+        if resumed:
+            await pipe.db(d.write_kept_answers)  # before analysis could take their rows for interrupted
 
         async def claim(refs: list[Any]) -> list[Any]:
             return await pipe.db(d.claim, refs)

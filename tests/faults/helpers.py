@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -25,6 +27,9 @@ from tables.models import ALL_TABLES, DeliveryLog, Quarantine
 
 APP = "com.example.app"
 FCM_APP = "android-app"
+
+# Answers a database fault left unwritten (push.unwritten): per test session, never the user's own.
+UNWRITTEN_DIR = os.path.join(tempfile.gettempdir(), f"push-feedback-test-unwritten-{os.getpid()}")
 
 # Session-wide figures for the final report (see conftest.pytest_terminal_summary).
 FIGURES: Counter[str] = Counter()
@@ -46,7 +51,7 @@ def make_config(fake_server: Any, apns_key: Any, service_account: Any, db_url: s
         database_url=db_url, apns_base_url=fake_server.url, apns_key_file=str(apns_key.path),
         apns_key_id=apns_key.key_id, apns_team_id=apns_key.team_id, fcm_base_url=fake_server.url,
         fcm_credentials_file=str(service_account.path), ca_file=str(fake_server.ca_file),
-        stream_timeout=2.0, chunk_size=100, concurrency=50)
+        stream_timeout=2.0, chunk_size=100, concurrency=50, unwritten_dir=UNWRITTEN_DIR)
     values.update(kw)
     return PushConfig(**values)
 

@@ -40,10 +40,13 @@ def check_resume(engine, fake_server, delivery, accepted_before, requests_before
     assert not again, "a notification accepted before the failure was sent again on resume"
     fcm_before = {k.rsplit(":", 1)[0] for k in accepted_before if ":APA91b" in k}
     assert not [r for r in fake_server.requests[requests_before:] if r.provider == "fcm" and r.token in fcm_before]
-    # In flight when the database went away: recorded 'interrupted', never resent (documented policy).
+    # In flight when the database went away: its answer, if one came and was kept (push.unwritten),
+    # else recorded 'interrupted'; never resent (documented policy).
     for seq, attempts in pending_before.items():
         r = rows[seq]
-        if attempts > 0:
+        if attempts > 0 and r.status == "sent":
+            assert r.platform == "fcm" or accepted_before.get(apns_id(delivery, seq)) == 1, seq
+        elif attempts > 0:
             assert r.status == "failed" and "interrupted" in r.error_text, (seq, r.status, r.error_text)
         else:  # never launched: it was not sent before, so it is sent now
             assert r.status == "sent"
@@ -181,6 +184,58 @@ def test_outcome_writer_connections_terminated_lose_no_answer(fake_server, apns_
         assert dead <= quarantined, f"{len(dead - quarantined)} tokens answered 410/UNREGISTERED not quarantined"
         assert rep.sent == sum(r.status == "sent" for r in rows.values()) == COUNT - len(dead)
     finally:
+        admin.close()
+        engine.dispose()
+        _drop_database(pg_admin_url, url)
+
+
+def test_answers_the_database_could_not_take_are_written_by_the_resume(fake_server, apns_key, service_account,
+                                                                       pg_admin_url, monkeypatch, tmp_path):
+    """The database refuses connections for longer than the outcome write retries: the batch stops, but
+    the answers that came meanwhile are kept on disk; the resume writes them first (a 410 among them
+    still quarantines its token), so the report counts every notification the server accepted."""
+    from fixtures.scenarios import apns_token
+
+    import push.pipeline
+
+    monkeypatch.setattr(push.pipeline, "OUTCOME_WRITE_ATTEMPTS", 2)  # give up after 0.05 s, not 15 s
+    url = _create_database(pg_admin_url, "_kept")
+    engine = make_engine(url)
+    upgrade(engine)
+    name = make_url(url).database
+    admin = psycopg.connect(_libpq_url(pg_admin_url), autocommit=True)
+    refused: list[int] = []
+
+    def hook(calls, n):
+        if calls == KILL_AT and not refused:
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+            refused.append(len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                             "WHERE datname = %s AND pid <> pg_backend_pid()", [name]).fetchall()))
+
+    notifs = [apns_n(apns_token("unregistered", i)) if i % 5 == 2 else apns_n(ok_apns_token(i)) for i in range(COUNT)]
+    try:
+        cfg = make_config(fake_server, apns_key, service_account, url, concurrency=20, chunk_size=100,
+                          unwritten_dir=str(tmp_path))
+        with pytest.raises(StorageError):
+            run_batch(notifs, cfg, "kept-1", hook=hook)
+        fault("PostgreSQL refusing connections beyond the outcome write retries")
+        kept = list(tmp_path.glob("*.jsonl"))
+        assert kept and kept[0].read_text().count("\n") >= 1, "the answers that came were kept"
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+        accepted_before = Counter(fake_server.accepted)
+        rep = run_batch(notifs, cfg, "kept-1")
+        assert not list(tmp_path.glob("*.jsonl")), "the resume wrote the kept answers and removed the file"
+        rows = assert_ledger(engine, "kept-1", COUNT, fake_server.accepted)
+        assert not [r for r in rows.values() if r.error_text and "interrupted" in r.error_text and r.platform == "apns"
+                    and accepted_before.get(apns_id("kept-1", r.seq))], "an accepted send recorded as interrupted"
+        accepted = sum(1 for k in fake_server.accepted if k.count("-") == 4)  # APNs acceptances, by apns-id
+        assert rep.sent == accepted, (rep.sent, accepted, Counter((r.status, (r.error_text or "")[:40]) for r in rows.values()))
+        dead = {n.token for n in notifs if n.token.startswith("ffff")}
+        with engine.connect() as c:
+            quarantined = {r[0] for r in c.exec_driver_sql("SELECT token FROM quarantine WHERE status = 'quarantine'")}
+        assert dead <= quarantined, f"{len(dead - quarantined)} tokens answered 410 were not quarantined"
+    finally:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
         admin.close()
         engine.dispose()
         _drop_database(pg_admin_url, url)
