@@ -3,7 +3,6 @@
 PushError
 ├── ConfigError (ValueError)      a setting or file cannot be used (names the setting)
 ├── ValidationError (ValueError)  a notification field is invalid (names the field and the limit)
-├── TransportError                the network failed in a way the caller must see
 ├── StorageError                  the database failed mid-run
 └── DeliveryBusy                  another live process is sending this delivery
 """
@@ -16,6 +15,8 @@ class PushError(Exception):
 
 
 class ConfigError(PushError, ValueError):
+    """A setting or a file it names cannot be used; ``setting`` names it (``PUSH_…`` or the field)."""
+
     def __init__(self, setting: str, message: str):
         self.setting = setting
         self.message = message
@@ -23,6 +24,8 @@ class ConfigError(PushError, ValueError):
 
 
 class ValidationError(PushError, ValueError):
+    """Bad input: ``field`` names what is wrong and ``limit`` the bound it broke, when there is one."""
+
     def __init__(self, field: str, message: str, *, limit: object = None):
         self.field = field
         self.limit = limit
@@ -30,12 +33,8 @@ class ValidationError(PushError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
-class TransportError(PushError):
-    pass
-
-
 class StorageError(PushError):
-    pass
+    """The database failed in a way retrying did not mend; the message is one line, the cause chained."""
 
 
 class DeliveryBusy(PushError):

@@ -204,6 +204,7 @@ class DeliveryReport:
 
 
 def read_report(engine: Engine, delivery_id: str) -> DeliveryReport:
+    """A delivery's summary, counted from its ``delivery_log`` rows (``ValidationError`` if unknown)."""
     with engine.connect() as conn:
         row = dq.delivery_row(conn, delivery_id)
         if row is None:

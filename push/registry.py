@@ -61,6 +61,7 @@ def denylist_profile(engine: Engine, profile_id: str, channel: str, *, reason: s
 
 
 def remove_from_denylist(engine: Engine, profile_id: str, channel: str) -> bool:
+    """Take a profile off the denylist for one channel; True when it was on it."""
     with engine.begin() as conn:
         return bool(conn.execute(sa.delete(DENY).where(DENY.c.profile_id == profile_id,
                                                        DENY.c.channel == channel)).rowcount)
