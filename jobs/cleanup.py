@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from jobs.common import JobResult, Progress, StopFlag, recorded, should_stop
 from push.clock import Clock
 from push.config import PushConfig
-from push.pipeline import quarantine_policy
+from push.quarantine import QuarantinePolicy
 from tables import jobs as jt
 from tables import store
 
@@ -45,7 +45,7 @@ def run_cleanup(
         if _stopping(stop, progress):
             return
         now = clock.now()
-        policy = quarantine_policy(config)
+        policy = QuarantinePolicy.from_config(config)
         with engine.begin() as conn:
             cutoff = now - min(policy.reset_after, policy.mailbox_full_reset_after)
             candidates = jt.count_with_errors_before(conn, cutoff)

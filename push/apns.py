@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -20,13 +19,12 @@ from push.classify import classify
 from push.clock import Clock, SystemClock
 from push.config import PushConfig
 from push.errors import ConfigError
-from push.notification import Notification, mask_token
+from push.notification import Notification, mask_device_paths
 from push.outcome_table import DEFAULT_TABLE, OutcomeTable
 from push.outcomes import Action, Outcome
 from push.tls import make_ssl_context
 from push.transport_errors import post_and_classify
 
-_DEVICE_PATH = re.compile(r"(/3/device/)([0-9A-Za-z]+)")
 
 
 class _MaskDeviceTokens(logging.Filter):
@@ -41,8 +39,7 @@ class _MaskDeviceTokens(logging.Filter):
         return True
 
 
-def _mask_path(text: str) -> str:
-    return _DEVICE_PATH.sub(lambda m: m.group(1) + mask_token(m.group(2)), text)
+_mask_path = mask_device_paths
 
 
 _MASK_FILTER = _MaskDeviceTokens()

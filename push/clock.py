@@ -38,8 +38,14 @@ class FakeClock:
         return f"FakeClock({self._now.isoformat()})"
 
 
-def utc(dt: datetime | None) -> datetime | None:
-    """``tables.types.as_utc`` that lets ``None`` through (naive datetimes are taken as UTC)."""
-    from tables.types import as_utc  # lazy: tables imports push at load time
+def as_utc(value: datetime) -> datetime:
+    """``value`` as aware UTC; a naive value is taken to already be UTC (what SQLite hands back, and
+    always UTC because the tables only ever write UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
+
+def utc(dt: datetime | None) -> datetime | None:
+    """``as_utc`` that lets ``None`` through (naive datetimes are taken as UTC)."""
     return None if dt is None else as_utc(dt)

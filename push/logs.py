@@ -20,6 +20,8 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from push.notification import mask_device_paths
+
 QUIET = ("httpx", "httpcore", "alembic", "apscheduler", "h2", "hpack", "jh2", "google", "urllib3", "asyncio")
 EXTRA_KEYS = ("job", "status", "delivery_id", "provider", "counts", "duration")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -27,10 +29,7 @@ _HANDLER_FLAG = "_push_feedback_handler"
 
 
 def _mask(text: str) -> str:
-    if "/3/device/" not in text:
-        return text
-    from push.apns import _mask_path  # the same masking as the httpx filter
-    return _mask_path(text)
+    return mask_device_paths(text)  # the same masking as the httpx filter
 
 
 def _error_summary(record: logging.LogRecord) -> str | None:

@@ -258,6 +258,14 @@ def mask_token(token: str | None) -> str:
     return f"{token[:6]}…{token[-4:]}"
 
 
+_DEVICE_PATH = re.compile(r"(/3/device/)([0-9A-Za-z]+)")
+
+
+def mask_device_paths(text: str) -> str:
+    """``text`` with the token in every APNs ``/3/device/<token>`` path masked (log lines, URLs)."""
+    return _DEVICE_PATH.sub(lambda m: m.group(1) + mask_token(m.group(2)), text) if "/3/device/" in text else text
+
+
 def _require_json(name: str, value: Any) -> None:
     # As it is sent: UTF-8 JSON (no lone surrogates), and standard JSON (no NaN / Infinity).
     try:

@@ -247,9 +247,7 @@ def backoff_delay(attempts: int, config: PushConfig) -> float:
 
 
 def quarantine_policy(config: PushConfig) -> QuarantinePolicy:
-    return QuarantinePolicy(threshold=config.quarantine_threshold,
-                            reset_after=timedelta(days=config.quarantine_reset_days),
-                            mailbox_full_reset_after=timedelta(days=config.mailbox_full_release_days))
+    return QuarantinePolicy.from_config(config)
 
 
 def load_table(config: PushConfig) -> OutcomeTable:

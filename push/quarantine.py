@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from push.outcomes import FailureReason, FailureType, Outcome, Scope
 
@@ -132,6 +133,12 @@ class QuarantinePolicy:
             raise ValueError(f"threshold must be >= 1, got {self.threshold}")
         if self.reset_after <= timedelta(0) or self.mailbox_full_reset_after <= timedelta(0):
             raise ValueError("reset windows must be positive")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "QuarantinePolicy":
+        """The policy a ``PushConfig`` sets (``PUSH_QUARANTINE_*``, ``PUSH_MAILBOX_FULL_RELEASE_DAYS``)."""
+        return cls(threshold=config.quarantine_threshold, reset_after=timedelta(days=config.quarantine_reset_days),
+                   mailbox_full_reset_after=timedelta(days=config.mailbox_full_release_days))
 
 
 @dataclass(frozen=True, slots=True)

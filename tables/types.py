@@ -14,21 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from push.clock import as_utc  # noqa: F401 - the one rule (aware UTC, naive taken as UTC), kept with the clock
+
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
-
-
-def as_utc(value: datetime) -> datetime:
-    """Return ``value`` as aware UTC; a naive value is taken to already be UTC.
-
-    Naive values are what SQLite (and raw SQL on it) hands back, and they are
-    always UTC because ``UTCDateTime`` only ever writes UTC.
-    """
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def require_aware(value: datetime, name: str = "datetime") -> datetime:
