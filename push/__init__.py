@@ -19,20 +19,21 @@ from push.outcome_table import DEFAULT_TABLE, OutcomeRule, OutcomeTable
 from push.outcomes import Action, FailureReason, FailureType, Outcome, Scope
 
 if TYPE_CHECKING:
-    from push.pipeline import DeliveryReport, asend_batch, read_report, send_batch
+    from push.pipeline import DeliveryReport, NotificationResult, asend_batch, dead_tokens, read_report, send_batch
     from push.registry import denylist_profile, register_tokens, remove_from_denylist
 
 # name -> module that defines it, loaded when the name is first asked for
 _LAZY = {
     "DeliveryReport": "push.pipeline", "asend_batch": "push.pipeline", "read_report": "push.pipeline",
-    "send_batch": "push.pipeline", "denylist_profile": "push.registry", "register_tokens": "push.registry",
+    "send_batch": "push.pipeline", "NotificationResult": "push.pipeline", "dead_tokens": "push.pipeline",
+    "denylist_profile": "push.registry", "register_tokens": "push.registry",
     "remove_from_denylist": "push.registry",
 }
 
 __all__ = [
     "Action", "ConfigError", "DEFAULT_TABLE", "DeliveryBusy", "DeliveryReport", "FailureReason", "FailureType",
-    "Notification", "Outcome", "OutcomeRule", "OutcomeTable", "PushConfig", "PushError", "Scope", "StorageError",
-    "ValidationError", "asend_batch", "classify", "denylist_profile", "read_report", "register_tokens",
+    "Notification", "NotificationResult", "Outcome", "OutcomeRule", "OutcomeTable", "PushConfig", "PushError", "Scope", "StorageError",
+    "ValidationError", "asend_batch", "classify", "dead_tokens", "denylist_profile", "read_report", "register_tokens",
     "remove_from_denylist", "send_batch",
 ]
 

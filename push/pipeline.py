@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import chain, islice
-from typing import (Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple,
+from typing import (Any, AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple,
                     Protocol, Sequence, Sized, TypeVar)
 
 from sqlalchemy.engine import Engine
@@ -125,6 +125,26 @@ async def _blocks(jobs: Iterable[Job] | AsyncIterator[Job], size: int) -> AsyncG
     it = iter(jobs)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+class NotificationResult(NamedTuple):
+    """One notification's recorded fate, handed to ``send_batch(on_result=...)`` once it is durable."""
+
+    seq: int  # position in the input, from 0
+    token: str | None
+    platform: str
+    app: str
+    profile_id: str | None
+    status: str  # sent | failed | excluded | retry_pending
+    failure_type: str | None  # hard | soft | ignored | undefined
+    failure_reason: int | None  # the technical value (1 user unknown, 9 quarantined, ...)
+    provider_reason: str | None
+    entered_quarantine: bool  # this answer put the token in quarantine: delete it from your user table
+
+    @property
+    def dead(self) -> bool:
+        """The provider says the token is gone (unregistered, invalid): it will never work again."""
+        return self.status == "failed" and self.failure_type == "hard" and self.failure_reason == 1
 
 
 @dataclass
@@ -611,7 +631,7 @@ class Pipeline:
         return dict(zip(OUTCOME_COLUMNS, self.outcome_values(n, attempts, out, expires_at, now)))
 
     def record_effects(self, conn: Any, items: list[tuple[Notification, Outcome]], now: datetime,
-                       valid_at_analysis: Sequence[bool] | None = None) -> int:
+                       valid_at_analysis: Sequence[bool] | None = None, entered_keys: set[Key] | None = None) -> int:
         """Quarantine transitions and qualification-rule counts for recorded outcomes.
 
         ``valid_at_analysis[i]``: analysis saw no quarantine entry, or a valid one, for item i's token.
@@ -624,7 +644,8 @@ class Pipeline:
                 by_key[(n.platform, n.app, n.token or "")].append(out)
             if not out.ok and out.error_text:
                 rules.append((n.platform, out.error_text, out.raw_error_text or out.error_text))
-        entered = store.apply_quarantine(conn, by_key, now=now, policy=self._policy) if by_key else 0
+        entered = store.apply_quarantine(conn, by_key, now=now, policy=self._policy,
+                                         entered_keys=entered_keys) if by_key else 0
         if rules:
             store.bump_qualification_rules(conn, rules, now=now)
         return entered
@@ -633,11 +654,30 @@ class Pipeline:
 class _Delivery:
     """Chunked analysis and logging for one ``send_batch`` call."""
 
-    def __init__(self, pipe: Pipeline, delivery_id: str):
+    def __init__(self, pipe: Pipeline, delivery_id: str,
+                 on_result: Callable[[NotificationResult], None] | None = None):
         self.pipe = pipe
         self.id = delivery_id
         self.cfg = pipe.config
         self._chunks_done = 0
+        self.metrics = metrics.DeliveryMetrics(self.cfg)
+        self.on_result = on_result
+        self._loop = asyncio.get_running_loop() if on_result is not None else None
+        self._excluded: list[NotificationResult] = []  # from the analysis thread, emitted on the loop
+
+    def _emit(self, results: list[NotificationResult]) -> None:
+        """Hand durable results to the caller (on the event loop); a failing callback is logged, not raised."""
+        assert self.on_result is not None
+        for result in results:
+            try:
+                self.on_result(result)
+            except Exception:  # noqa: BLE001 - the caller's code must not stop the delivery
+                log.exception("delivery %s: on_result raised", self.id)
+
+    def emit_excluded(self) -> None:
+        if self._excluded:
+            batch, self._excluded = self._excluded, []
+            self._emit(batch)
         self.metrics = metrics.DeliveryMetrics(self.cfg)
 
     # runs on a database thread (the analysis one on Postgres)
@@ -701,6 +741,9 @@ class _Delivery:
                 logs.append(store.LogRow(self.id, seq, key[2], n.platform, n.app, now, now, n.profile_id, excluded,
                                          EXCLUSION_TYPES[reason].value, int(reason), text, expires_at=expires))
                 sub = state.get(key) if n.token else None
+                if self.on_result is not None:
+                    self._excluded.append(NotificationResult(seq, n.token, n.platform, n.app, n.profile_id, excluded,
+                                                             EXCLUSION_TYPES[reason].value, int(reason), None, False))
                 exclusions.append({"delivery_id": self.id, "subscription_id": sub.subscription_id if sub else None,
                                    "token": n.token or "", "platform": n.platform, "app": n.app,
                                    "failure_reason": int(reason), "reason_text": text, "source": "analysis"})
@@ -754,14 +797,16 @@ class _Delivery:
                    for ref, n, attempts, out in batch]
         effects = [(n, out) for _, n, _, out in batch]
         valid = [ref.valid_at_analysis for ref, _, _, _ in batch]
+        entered_keys: set[Key] = set()
 
         def write(conn: Any) -> None:
+            entered_keys.clear()  # a retried transaction decides again
             written = store.update_log_outcomes(conn, updates)
             if written < len(updates):
                 log.warning("delivery %s: %d outcome(s) not written: their rows were claimed by another runner",
                             self.id, len(updates) - written)
             # The answers are real whoever holds the rows now: their effects on tokens apply.
-            entered = self.pipe.record_effects(conn, effects, now, valid)
+            entered = self.pipe.record_effects(conn, effects, now, valid, entered_keys)
             dq.add_quarantined_after(conn, self.id, entered)
 
         try:
@@ -779,6 +824,12 @@ class _Delivery:
                           self.id, len(batch), exc)
             raise
         self.metrics.outcomes(batch, (u.status for u in updates))
+        if self._loop is not None:
+            results = [NotificationResult(ref.seq, n.token, n.platform, n.app, n.profile_id, u.status, u.failure_type,
+                                          u.failure_reason, u.provider_reason,
+                                          (n.platform, n.app, n.token or "") in entered_keys)
+                       for (ref, n, _, _), u in zip(batch, updates)]
+            self._loop.call_soon_threadsafe(self._emit, results)
 
     def write_kept_answers(self) -> int:
         """Answers an earlier run of this delivery could not write (see ``push.unwritten``): written now,
@@ -811,40 +862,77 @@ def _expiry(n: Notification, validity: datetime) -> datetime:
     return min(validity, n.expiration) if n.expiration else validity
 
 
-def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int, start: int = 0
-            ) -> Iterator[list[tuple[int, Notification]]]:
-    seq = start
-    it = iter(notifications)
-    while True:
-        raw = list(islice(it, size))
+def _notification(item: Any, seq: int) -> Notification:
+    if isinstance(item, Notification):
+        return item
+    if isinstance(item, Mapping):
+        try:
+            return Notification.from_dict(item)
+        except ValidationError as exc:
+            raise ValidationError(exc.field, f"notification #{seq}: {exc.message}", limit=exc.limit) from None
+    raise ValidationError("notifications", f"item #{seq} is a {type(item).__name__}, expected a Notification")
+
+
+Source = Iterable[Notification | Mapping[str, Any]] | AsyncIterable[Notification | Mapping[str, Any]]
+
+
+class _Chunks:
+    """The caller's notifications, read a chunk at a time: any iterable, or an async iterable (an
+    audience streamed from asyncpg or an async ORM), numbered from 0 in input order."""
+
+    def __init__(self, notifications: Source, size: int):
+        self._size = size
+        self._seq = 0
+        self._sync: Iterator[Any] | None = None
+        self._async: AsyncIterator[Any] | None = None
+        if isinstance(notifications, AsyncIterable):
+            self._async = notifications.__aiter__()
+        else:
+            self._sync = iter(notifications)
+
+    async def next(self) -> list[tuple[int, Notification]] | None:
+        if self._sync is not None:
+            raw = list(islice(self._sync, self._size))
+        else:
+            raw = []
+            assert self._async is not None
+            while len(raw) < self._size:
+                try:
+                    raw.append(await self._async.__anext__())
+                except StopAsyncIteration:
+                    break
         if not raw:
-            return
+            return None
         chunk = []
         for item in raw:
-            if isinstance(item, Notification):
-                n = item
-            elif isinstance(item, Mapping):
-                try:
-                    n = Notification.from_dict(item)
-                except ValidationError as exc:
-                    raise ValidationError(exc.field, f"notification #{seq}: {exc.message}", limit=exc.limit) from None
-            else:
-                raise ValidationError("notifications", f"item #{seq} is a {type(item).__name__}, expected a Notification")
-            chunk.append((seq, n))
-            seq += 1
-        yield chunk
+            chunk.append((self._seq, _notification(item, self._seq)))
+            self._seq += 1
+        return chunk
 
 
-async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
+def _chunks(notifications: Iterable[Notification | Mapping[str, Any]], size: int, start: int = 0
+            ) -> Iterator[list[tuple[int, Notification]]]:
+    """``_Chunks`` for a plain iterable, without an event loop."""
+    seq = start
+    it = iter(notifications)
+    while raw := list(islice(it, size)):
+        yield [(seq + i, _notification(item, seq + i)) for i, item in enumerate(raw)]
+        seq += len(raw)
+
+
+async def asend_batch(notifications: Source, config: PushConfig | None = None,
                       delivery: str | None = None, *, engine: Engine | None = None, clock: Clock | None = None,
                       clients: Mapping[str, Sender] | None = None, table: OutcomeTable | None = None,
                       progress: Callable[[int], None] | None = None, force: bool = False,
-                      stop: Any = None, drain_on_signals: bool = False) -> DeliveryReport:
-    """Send a delivery and record every notification's fate; see ``send_batch``."""
+                      stop: Any = None, drain_on_signals: bool = False,
+                      on_result: Callable[[NotificationResult], None] | None = None) -> DeliveryReport:
+    """Send a delivery and record every notification's fate; see ``send_batch``. ``notifications`` may
+    also be an async iterable."""
     if drain_on_signals:
         with DrainOnSignals() as drain:
             report = await asend_batch(notifications, config, delivery, engine=engine, clock=clock, clients=clients,
-                                       table=table, progress=progress, force=force, stop=AnyOf(stop, drain))
+                                       table=table, progress=progress, force=force, stop=AnyOf(stop, drain),
+                                       on_result=on_result)
         report.stop_signal = drain.signal_name
         return report
     config = config or PushConfig.from_env()
@@ -867,8 +955,9 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
 
         # The first chunk is read and checked before the delivery row is written: bad input or a
         # missing setting there leaves nothing behind (not even an empty delivery that looks resumable).
-        chunks = _chunks(notifications, config.chunk_size)
-        first = [_check(c) for c in islice(chunks, 1)]
+        chunks = _Chunks(notifications, config.chunk_size)
+        first_chunk = await chunks.next()
+        first = [] if first_chunk is None else [_check(first_chunk)]
 
         # One runner per delivery: a second process on a live delivery stops here, before it reads
         # or marks anything. (Claims make a double send impossible even without it; the lease is
@@ -888,7 +977,7 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
         resumed = await pipe.db(_start)
         if resumed:
             log.info("resuming delivery %s", delivery_id)
-        d = _Delivery(pipe, delivery_id)
+        d = _Delivery(pipe, delivery_id, on_result)
         if resumed:
             await pipe.db(d.write_kept_answers)  # before analysis could take their rows for interrupted
 
@@ -902,20 +991,21 @@ async def asend_batch(notifications: Iterable[Notification | Mapping[str, Any]],
             # One chunk is analysed ahead, while the one before it is being sent: the sender never
             # waits for an analysis. Its rows are written 'pending' with attempts 0, so if the run
             # stops first they are simply sent on resume.
-            source = chain(first, chunks)
+            waiting = list(first)
 
-            def ahead() -> asyncio.Future[list[Job]] | None:
-                chunk = next(source, None)
+            async def ahead() -> asyncio.Future[list[Job]] | None:
+                chunk = waiting.pop(0) if waiting else await chunks.next()
                 if chunk is None:
                     return None
                 _check(chunk)
                 return asyncio.ensure_future(pipe.db_analysis(d.analyse, chunk))
 
-            task = ahead()
+            task = await ahead()
             try:
                 while task is not None:
                     jobs = await task
-                    task = ahead()
+                    d.emit_excluded()
+                    task = await ahead()
                     for job in jobs:
                         yield job
             finally:
@@ -987,6 +1077,21 @@ class DrainOnSignals:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def dead_tokens(engine: Engine, delivery_id: str) -> Iterator[tuple[str, str, str, str | None]]:
+    """``(platform, app, token, profile_id)`` of every token the providers declared gone (unregistered,
+    invalid: failed, hard, user unknown) in this delivery, read in pages: what to delete from the
+    host's own user table."""
+    after = -1
+    while True:
+        with engine.connect() as conn:
+            rows = dq.dead_tokens_page(conn, delivery_id, after, 5000)
+        if not rows:
+            return
+        for row in rows:
+            yield row.platform, row.app, row.token, row.profile_id
+        after = rows[-1].seq
+
+
 def delivery_lock_name(delivery_id: str) -> str:
     """The lease of one delivery, in the same lock space as the jobs' (fits ``job_lock.job``)."""
     return "delivery:" + hashlib.blake2b(delivery_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
@@ -1011,6 +1116,12 @@ def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config
     id again resumes it: what already has an outcome is never sent again. A resume
     whose input differs from the delivery's first run (first chunk, or count when
     ``notifications`` has a length) raises ``ValidationError`` unless ``force=True``.
+
+    ``on_result(NotificationResult)`` is called, on the event loop, for each notification once its
+    fate is written (exclusions at analysis, outcomes after each write; ``result.dead`` and
+    ``result.entered_quarantine`` say which tokens to delete from the host's user table); nothing is
+    kept in memory for it, so it suits a million notifications. ``dead_tokens(engine, delivery)``
+    reads the same afterwards.
 
     ``stop`` (anything with ``is_set()``) asks for a drain from outside; ``drain_on_signals=True``
     makes SIGTERM and SIGINT do the same (main thread only): the sends in flight finish and are

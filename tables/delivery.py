@@ -164,6 +164,16 @@ def add_quarantined_after(conn: Connection, delivery_id: str, n: int) -> None:
                      .values(quarantined_after_delivery=DELIV.c.quarantined_after_delivery + n))
 
 
+def dead_tokens_page(conn: Connection, delivery_id: str, after_seq: int, limit: int) -> list[Any]:
+    """Rows of ``delivery_id`` after ``after_seq`` whose token the provider declared gone (failed, hard,
+    reason 1 user unknown), in seq order."""
+    return list(conn.execute(
+        sa.select(DLOG.c.seq, DLOG.c.platform, DLOG.c.app, DLOG.c.token, DLOG.c.profile_id)
+        .where(DLOG.c.delivery_id == delivery_id, DLOG.c.seq > after_seq,
+               DLOG.c.status == LogStatus.FAILED.value, DLOG.c.failure_type == "hard", DLOG.c.failure_reason == 1)
+        .order_by(DLOG.c.seq).limit(limit)))
+
+
 def add_resent_in_doubt(conn: Connection, delivery_id: str, n: int) -> None:
     if n:
         conn.execute(sa.update(DELIV).where(DELIV.c.id == delivery_id)

@@ -566,6 +566,7 @@ def apply_quarantine(
     *,
     now: datetime | None = None,
     policy: QuarantinePolicy = QuarantinePolicy(),
+    entered_keys: set[Key] | None = None,
 ) -> int:
     """Run ``push.quarantine.decide`` for each key's outcome(s) and write the changes.
 
@@ -630,6 +631,8 @@ def apply_quarantine(
         for key in raced - set(moves_again):
             moves.pop(key, None)
     metrics.quarantine_transitions([m for key_moves in moves.values() for m in key_moves])
+    if entered_keys is not None:
+        entered_keys.update(entered)
     return len(entered)
 
 
