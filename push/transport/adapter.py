@@ -13,7 +13,9 @@ import httpx
 from push import metrics
 from push.errors import ConfigError
 from push.h2backend import BackendUnavailable, H2Backend, load_backend
-from push.transport.connection import _READY, _Stream
+from push.transport.connection import _Stream
+from push.transport.core.pool import PoolCore
+from push.transport.core.request import RequestCore
 from push.transport.errors import ResendLimitExceeded, Unprocessed
 from push.transport.pool import _Pool
 from push.transport.values import TransportStats
@@ -86,7 +88,7 @@ class H2Transport(httpx.AsyncBaseTransport):
 
     def __repr__(self) -> str:
         conns = [c for p in self._pools.values() for c in p.conns]
-        streams = sum(c.active for c in conns)
+        streams = sum(c.core.active for c in conns)
         waiting = sum(len(p.waiters) for p in self._pools.values())
         state = "closed" if self._closed else "open"
         return (f"<H2Transport {state} connections={len(conns)} streams={streams} "
@@ -133,48 +135,36 @@ class H2Transport(httpx.AsyncBaseTransport):
                         request: httpx.Request | None) -> tuple[_Stream, int]:
         """Send one request (resending it while provably unprocessed): its finished stream and resends."""
         loop = pool.loop
-        resends = 0
-        front = False
-        read_deadline: float | None = None
+        req = RequestCore(read_timeout, pool_timeout, self._max_resends)
         while True:
             now = loop.time()
-            deadline = None if pool_timeout is None else now + pool_timeout
-            if read_deadline is not None:
-                if read_deadline <= now:  # only possible before a resend
-                    raise httpx.PoolTimeout(
-                        "deadline passed before the request could be resent; "
-                        "it was not processed")
-                if deadline is None or read_deadline < deadline:
-                    deadline = read_deadline
-            conn = await pool.acquire(deadline, front)
+            if req.too_late(now):
+                raise httpx.PoolTimeout("deadline passed before the request could be resent; it was not processed")
+            conn = await pool.acquire(req.wait_deadline(now), req.front)
             stream = conn.start(headers, body)
             if stream is None:
-                front = True
+                req.requeue()
                 continue
-            if read_timeout is not None:
-                if read_deadline is None:
-                    # One deadline across resends: a resend must not extend the wait.
-                    read_deadline = loop.time() + read_timeout
+            read_deadline = req.sent(loop.time())
+            if read_deadline is not None:
                 stream.timer = loop.call_at(read_deadline, conn.deadline_passed, stream)
             try:
                 if stream.body_offset is not None:
                     await conn.send_body(stream, body)
                 await stream.future
             except Unprocessed as exc:
-                resends += 1
-                if resends > self._max_resends:
+                if not req.unprocessed():
                     raise ResendLimitExceeded(
                         f"request not processed by the server ({exc.why}); gave up after "
                         f"{self._max_resends} resends", request=request,
-                        goaway=exc.goaway, resends=resends - 1) from exc
+                        goaway=exc.goaway, resends=req.resends - 1) from exc
                 self.stats.resends += 1
                 self.metrics.resends[exc.cause].inc()
-                front = True
                 continue
             except BaseException:
                 conn.abandon(stream)
                 raise
-            return stream, resends
+            return stream, req.resends
 
     def _pool_for(self, url: httpx.URL | str) -> _Pool:
         url = httpx.URL(url)
@@ -187,8 +177,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         if self._closed:
             return 0
         pool = self._pool_for(url)
-        free = sum(max(0, c.max_streams - c.active) for c in pool.conns if c.state is _READY)
-        return max(0, free - len(pool.waiters))
+        return PoolCore.free_streams(pool.conns, len(pool.waiters))
 
     async def wait_free_stream(self, url: httpx.URL | str, timeout: float | None) -> bool:
         """Wait until ``url``'s origin has a ready connection with a free stream slot (opening a

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
+from push.transport.core.connection import CLOSED, ConnectionCore, Verdict, reset_verdict
 from push.transport.errors import ConnectFailed, ConnectionLost, StreamReset, Unprocessed
-from push.transport.values import CANCEL, INITIAL_MAX_STREAMS, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, GoAway
+from push.transport.values import CANCEL, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, GoAway
 
 if TYPE_CHECKING:
     from push.transport.pool import _Pool
@@ -19,15 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 256 * 1024
-
-# Connection states. Plain ints compared by identity are the cheapest check on the hot path.
-_CONNECTING = 0  # TCP/TLS/ALPN in progress, or waiting for the server's first SETTINGS
-_READY = 1  # takes new streams
-_CHECKING = 2  # health-check PING in flight; no new streams until it is answered
-_DRAINING = 3  # GOAWAY received (or ids exhausted): existing streams finish, no new ones
-_CLOSED = 4
-_STATE_NAMES = {0: "connecting", 1: "ready", 2: "checking", 3: "draining", 4: "closed"}
-
 
 class _Stream:
     """Per-stream state, owned by its connection; the request coroutine awaits ``future``."""
@@ -38,8 +30,8 @@ class _Stream:
     def __init__(self, sid: int, future: asyncio.Future[_Stream], gen: int) -> None:
         self.sid = sid
         self.future = future
-        # Value of the connection's flush counter when our frames were queued in h2;
-        # the stream was written to the socket iff the counter has moved past it.
+        # The connection's write generation when our frames were queued in h2
+        # (ConnectionCore.written says whether they reached the socket).
         self.gen = gen
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -55,33 +47,30 @@ _ids = itertools.count(1)
 
 
 class _Connection:
-    """One HTTP/2 connection: an h2 state machine, a socket, and a reader task."""
+    """One HTTP/2 connection: an h2 state machine, a socket, and a reader task.
+
+    Feeds every event to its ``ConnectionCore`` (``self.core``) and performs what
+    the core decides; it keeps only I/O state (socket, futures, timers, h2).
+    """
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.loop = pool.loop
         self.id = next(_ids)
-        self.state = _CONNECTING
+        self.core = ConnectionCore(self.loop.time())
         backend = pool.transport.backend
         self.b = backend
-        self.h2 = backend.connection_class(self)
+        # Reads the open-stream count from the core (push.h2backend).
+        self.h2 = backend.connection_class(self.core)
         self.streams: dict[int, _Stream] = {}
-        self.active = 0
-        self.answered = 0  # complete responses received
-        self.max_streams = INITIAL_MAX_STREAMS
-        self.goaway: GoAway | None = None
-        self.last_recv = self.loop.time()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None  # the reader
         self.connect_task: asyncio.Task[None] | None = None  # strong ref: asyncio keeps weak ones
         self._flush_handle: asyncio.Handle | None = None
-        self._flush_gen = 0
         self._blocked: set[_Stream] = set()
-        self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._settings_seen: asyncio.Future[None] = self.loop.create_future()
-        self.counted_budget: int | None = None  # what this connection adds to push_stream_budget, once open
         events = backend.events
         self._dispatch: dict[type, Callable[[Any], None]] = {
             events.ResponseReceived: self._on_response,
@@ -97,8 +86,7 @@ class _Connection:
         }
 
     def __repr__(self) -> str:
-        return (f"<conn #{self.id} {_STATE_NAMES[self.state]} streams={self.active}"
-                f"/{self.max_streams}>")
+        return f"<conn #{self.id} {self.core!r}>"
 
     # ----------------------------------------------------------------- setup
 
@@ -112,7 +100,7 @@ class _Connection:
                     server_hostname=pool.host, ssl_handshake_timeout=timeout,
                 )
                 self._reader, self._writer = reader, writer
-                if self.state is _CLOSED:  # the transport was closed meanwhile
+                if self.core.state is CLOSED:  # the transport was closed meanwhile
                     writer.transport.abort()
                     raise ConnectFailed(f"{pool.origin}: transport closed during connect")
                 ssl_object = writer.get_extra_info("ssl_object")
@@ -127,9 +115,9 @@ class _Connection:
                 # Wait for the server's SETTINGS so the first burst respects its real
                 # stream limit instead of being refused (APNs token connections allow 1).
                 await self._settings_seen
-            if self.state is not _CONNECTING:  # GOAWAY or EOF right after SETTINGS
+            if not self.core.opened():  # GOAWAY or EOF right after SETTINGS
                 raise ConnectFailed(f"{pool.origin}: connection closed during setup",
-                                    goaway=self.goaway)
+                                    goaway=self.core.goaway)
         except BaseException as exc:
             self._close("connect failed", abort=True)
             if isinstance(exc, ConnectFailed):
@@ -139,7 +127,6 @@ class _Connection:
             if isinstance(exc, (OSError, ssl.SSLError, EOFError)):
                 raise ConnectFailed(f"{pool.origin}: {type(exc).__name__}: {exc}") from exc
             raise
-        self.state = _READY
 
     # ----------------------------------------------------------------- requests
 
@@ -160,9 +147,8 @@ class _Connection:
             return None
         except self.b.exceptions.ProtocolError as exc:
             raise httpx.LocalProtocolError(f"h2 rejected the request headers: {exc}") from exc
-        stream = _Stream(sid, self.loop.create_future(), self._flush_gen)
+        stream = _Stream(sid, self.loop.create_future(), self.core.stream_opened())
         self.streams[sid] = stream
-        self.active += 1
         if body:
             size = len(body)
             if size <= h2c.max_outbound_frame_size and size <= h2c.local_flow_control_window(sid):
@@ -181,7 +167,7 @@ class _Connection:
         total = len(body)
         offset = stream.body_offset or 0
         while offset < total:
-            if stream.done or self.state is _CLOSED:
+            if stream.done or self.core.state is CLOSED:
                 return
             window = h2c.local_flow_control_window(stream.sid)
             if window <= 0:
@@ -225,43 +211,43 @@ class _Connection:
         self._finish(stream, httpx.ReadTimeout(
             f"no complete response on stream {stream.sid} before the deadline; "
             "stream reset, outcome unknown"))
-        # A silent server may mean a dead connection: verify it before reusing it.
-        if self.state is _READY:
+        if self.core.request_timed_out():
             self.health_check()
 
     # ----------------------------------------------------------------- health
 
     def health_check(self) -> None:
         """Send a PING; new streams wait until it is answered, close if it isn't."""
-        if self.state is not _READY:
-            return
-        self.state = _CHECKING
         payload = next(_ids).to_bytes(8, "big")
-        self._ping_payload = payload
+        deadline = self.core.begin_ping(self.loop.time(), payload, self.pool.transport._ping_timeout)
+        if deadline is None:
+            return
         try:
             self.h2.ping(payload)
         except self.b.exceptions.ProtocolError:  # pragma: no cover - h2 already closed
             self._close("cannot send PING", abort=True)
             return
         self._flush()
-        self._ping_timer = self.loop.call_later(
-            self.pool.transport._ping_timeout, self._ping_expired)
+        self._ping_timer = self.loop.call_at(deadline, self._ping_timer_fired)
 
-    def _ping_expired(self) -> None:
+    def _ping_timer_fired(self) -> None:
         self._ping_timer = None
-        self.pool.transport.stats.pings_failed += 1
-        self._close(f"PING not answered within {self.pool.transport._ping_timeout}s", abort=True)
+        core = self.core
+        if core.ping_overdue(self.loop.time()):
+            self.pool.transport.stats.pings_failed += 1
+            self._close(f"PING not answered within {self.pool.transport._ping_timeout}s", abort=True)
+        elif core.ping_deadline is not None:  # the loop ran the timer a little early
+            self._ping_timer = self.loop.call_at(core.ping_deadline, self._ping_timer_fired)
 
     def _on_ping_ack(self, ev: Any) -> None:
-        if self._ping_payload is None or ev.ping_data != self._ping_payload:
+        wake = self.core.ping_acked(ev.ping_data)
+        if wake is None:
             return
-        self._ping_payload = None
         if self._ping_timer is not None:
             self._ping_timer.cancel()
             self._ping_timer = None
-        if self.state is _CHECKING:
-            self.state = _READY
-            self.pool.wake(self.max_streams - self.active)
+        if wake > 0:
+            self.pool.wake(wake)
 
     # ----------------------------------------------------------------- I/O
 
@@ -271,9 +257,9 @@ class _Connection:
             handle.cancel()
             self._flush_handle = None
         data = self.h2.data_to_send()
-        if data and self.state is not _CLOSED and self._writer is not None:
+        if data and self.core.state is not CLOSED and self._writer is not None:
             self._writer.write(data)
-            self._flush_gen += 1
+            self.core.flushed()
 
     async def _read_loop(self) -> None:
         reader = self._reader
@@ -281,13 +267,14 @@ class _Connection:
         h2c = self.h2
         dispatch = self._dispatch
         loop = self.loop
+        core = self.core
         why = "connection closed by server"
         try:
             while True:
                 data = await reader.read(_READ_SIZE)
                 if not data:
                     break
-                self.last_recv = loop.time()
+                core.data_received(loop.time())
                 # Empty h2's outbound buffer first: a GOAWAY in ``data`` makes h2
                 # discard whatever is still queued, and those bytes may be the rest
                 # of a request body the server is still willing to accept.
@@ -302,7 +289,7 @@ class _Connection:
                     handler = dispatch.get(type(ev))
                     if handler is not None:
                         handler(ev)
-                if self.state is _CLOSED:
+                if core.state is CLOSED:
                     return
                 self._flush()
         except asyncio.CancelledError:
@@ -332,7 +319,7 @@ class _Connection:
             self._reset(stream.sid, PROTOCOL_ERROR)
             self._finish(stream, ConnectionLost(
                 f"malformed response on stream {stream.sid} (no valid :status); "
-                "the request may have been processed", goaway=self.goaway, stream_id=stream.sid))
+                "the request may have been processed", goaway=self.core.goaway, stream_id=stream.sid))
 
     def _on_trailers(self, ev: Any) -> None:
         stream = self.streams.get(ev.stream_id)
@@ -356,9 +343,8 @@ class _Connection:
             # Complete response before our body was done (e.g. 413): stop sending
             # and close our side (RFC 9113 §8.1).
             self._reset(stream.sid, NO_ERROR)
-        if not self.answered:
+        if self.core.response_complete():
             self.pool.connection_proven()
-        self.answered += 1
         self._finish(stream, None)
 
     def _on_stream_reset(self, ev: Any) -> None:
@@ -367,12 +353,12 @@ class _Connection:
             self.pool.transport.stats.resets += 1
         if stream is None:
             return
-        if ev.error_code == REFUSED_STREAM:
+        code = int(ev.error_code)
+        if reset_verdict(code) is Verdict.RESEND:
             self._finish(stream, Unprocessed(f"stream {stream.sid} refused (REFUSED_STREAM)",
-                                              cause="refused_stream"))
+                                             cause="refused_stream"))
         else:
-            self._finish(stream, StreamReset(int(ev.error_code), stream_id=stream.sid,
-                                             goaway=self.goaway))
+            self._finish(stream, StreamReset(code, stream_id=stream.sid, goaway=self.core.goaway))
 
     def _on_window_updated(self, ev: Any) -> None:
         if self._blocked:
@@ -382,15 +368,11 @@ class _Connection:
         changed = ev.changed_settings
         first = not self._settings_seen.done()
         if first or self.b.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
-            old = self.max_streams
-            # The live value; may go below the number of open streams (APNs drops to 1):
-            # then no new stream is opened until enough have finished.
-            self.max_streams = self.h2.remote_settings.max_concurrent_streams
-            if self.counted_budget is not None and self.max_streams != self.counted_budget:
-                self.pool.transport.metrics.budget.inc(self.max_streams - self.counted_budget)
-                self.counted_budget = self.max_streams
-            if self.state is _READY and self.max_streams > old:
-                self.pool.wake(self.max_streams - max(old, self.active))
+            wake, budget_delta = self.core.settings(self.h2.remote_settings.max_concurrent_streams)
+            if budget_delta:
+                self.pool.transport.metrics.budget.inc(budget_delta)
+            if wake > 0:
+                self.pool.wake(wake)
         if self._blocked and (self.b.SettingCodes.INITIAL_WINDOW_SIZE in changed
                               or self.b.SettingCodes.MAX_FRAME_SIZE in changed):
             self._wake_blocked()
@@ -401,25 +383,20 @@ class _Connection:
         goaway = GoAway(int(ev.error_code) if ev.error_code is not None else 0,
                         ev.last_stream_id if ev.last_stream_id is not None else 0,
                         bytes(ev.additional_data or b""))
-        self.goaway = goaway
         self.pool.transport.stats.goaways += 1
         self.pool.transport.metrics.goaways.inc()
-        # A connection still being set up is not counted here: connect() fails and
-        # _Pool._open decides what its waiters get.
-        was_usable = self.state in (_READY, _CHECKING)
-        if self.state is not _CLOSED:
-            self.state = _DRAINING
+        core = self.core
+        was_usable, turned_away = core.goaway_received(goaway)
         if not self._settings_seen.done():
             self._settings_seen.set_exception(ConnectFailed(
                 f"{self.pool.origin}: server sent {goaway.describe()} during connection setup",
                 goaway=goaway))
-        # Streams above last_stream_id were never processed: hand them back for resending.
-        for stream in [s for s in self.streams.values() if s.sid > goaway.last_stream_id]:
+        for stream in [s for s in self.streams.values() if core.unprocessed_by_goaway(s.sid)]:
             self._finish(stream, Unprocessed(
                 f"stream {stream.sid} not processed ({goaway.describe()})", goaway))
+        if turned_away:
+            self.pool._note_failure()
         if was_usable:
-            if not self.answered:
-                self.pool._note_failure()  # turned away before answering anything
             self.pool.connection_unusable(self)
         if not self.streams:
             self._close("GOAWAY received and no streams left", abort=False)
@@ -431,7 +408,7 @@ class _Connection:
     # ----------------------------------------------------------------- bookkeeping
 
     def _reset(self, sid: int, code: int) -> None:
-        if self.state is _CLOSED:
+        if self.core.state is CLOSED:
             return
         try:
             self.h2.reset_stream(sid, code)
@@ -445,7 +422,7 @@ class _Connection:
             return
         stream.done = True
         del self.streams[stream.sid]
-        self.active -= 1
+        drained = self.core.stream_closed()
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
@@ -458,11 +435,10 @@ class _Connection:
                 fut.set_result(stream)
             else:
                 fut.set_exception(exc)
-        state = self.state
-        if state is _READY:
-            if self.active < self.max_streams and self.pool.waiters:
+        if self.core.slot_freed():
+            if self.pool.waiters:
                 self.pool.wake(1)
-        elif state is _DRAINING and not self.streams:
+        elif drained:
             self._close("drained", abort=False)
 
     def _wake_blocked(self) -> None:
@@ -474,9 +450,7 @@ class _Connection:
 
     def _drain_locally(self, why: str) -> None:
         log.debug("%r draining: %s", self, why)
-        was_usable = self.state in (_READY, _CHECKING)
-        self.state = _DRAINING
-        if was_usable:
+        if self.core.drain():
             self.pool.connection_unusable(self)
         if not self.streams:
             self._close(why, abort=False)
@@ -484,19 +458,18 @@ class _Connection:
     def _close(self, why: str, *, abort: bool) -> None:
         """Close the socket and fail what is left: unwritten streams are resent,
         written ones may have been processed."""
-        if self.state is _CLOSED:
+        core = self.core
+        if core.state is CLOSED:
             return
-        # Only a connection that was taking streams frees a place worth waking a
-        # waiter for; a failed setup is reported by _Pool._open (no reconnect storm).
-        was_live = self.state in (_READY, _CHECKING)
         if not abort:
             self._flush()  # queued RST_STREAM / GOAWAY frames go out before the close
-        self.state = _CLOSED
-        if self.counted_budget is not None:
+        closed = core.close()
+        assert closed is not None
+        was_live, budget = closed
+        if budget is not None:
             m = self.pool.transport.metrics
             m.open.dec()
-            m.budget.dec(self.counted_budget)
-            self.counted_budget = None
+            m.budget.dec(budget)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -509,7 +482,7 @@ class _Connection:
                 writer.transport.abort()
             else:
                 writer.close()
-        goaway = self.goaway
+        goaway = core.goaway
         if not self._settings_seen.done():
             self._settings_seen.set_exception(ConnectFailed(
                 f"{self.pool.origin}: {why} during connection setup", goaway=goaway))
@@ -517,7 +490,7 @@ class _Connection:
         if goaway is not None:
             why = f"{why} after {goaway.describe()}"
         for stream in list(self.streams.values()):
-            if stream.gen >= self._flush_gen:
+            if core.closed_verdict(stream.gen) is Verdict.RESEND:
                 exc: BaseException = Unprocessed(f"{why}; request was never written", goaway, "unwritten")
             else:
                 exc = ConnectionLost(
@@ -536,7 +509,7 @@ class _Connection:
         if connecting is not None and not connecting.done():
             connecting.cancel()
             await asyncio.gather(connecting, return_exceptions=True)
-        if self.state is not _CLOSED and self._writer is not None:
+        if self.core.state is not CLOSED and self._writer is not None:
             try:
                 self.h2.close_connection()
                 self._flush()

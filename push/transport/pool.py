@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from push.transport.connection import _CHECKING, _CONNECTING, _READY, _Connection
+from push.transport.connection import _Connection
+from push.transport.core.pool import Open, PoolCore
 from push.transport.errors import ConnectFailed
 
 if TYPE_CHECKING:
@@ -16,7 +17,11 @@ if TYPE_CHECKING:
 
 
 class _Pool:
-    """Connections to one origin, plus the FIFO of requests waiting for a stream slot."""
+    """Connections to one origin, plus the FIFO of requests waiting for a stream slot.
+
+    Which connection, when to open one and the back-off are ``PoolCore``'s decisions
+    (``self.core``); this class keeps the waiters' futures, the connect tasks and the timers.
+    """
 
     def __init__(self, transport: H2Transport, scheme: str, host: str, port: int) -> None:
         self.transport = transport
@@ -27,30 +32,15 @@ class _Pool:
         self.conns: list[_Connection] = []
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.closed = False
-        # After a failed connect, while other connections still work, wait before
-        # trying again: APNs treats rapid reconnects as abuse.
-        self._connect_backoff = 0.0
-        self._open_not_before = 0.0
+        self.core = PoolCore(transport._max_connections, transport._ping_after_idle)
         self._retry_handle: asyncio.TimerHandle | None = None
 
     def pick(self) -> _Connection | None:
         """The least loaded ready connection with a free slot, PINGing stale ones first."""
-        best: _Connection | None = None
-        best_free = 0
-        now = 0.0
-        for conn in self.conns:
-            if conn.state is not _READY:
-                continue
-            free = conn.max_streams - conn.active
-            if free <= best_free:
-                continue
-            if not now:
-                now = self.loop.time()
-            if now - conn.last_recv > self.transport._ping_after_idle:
-                conn.health_check()  # a stale connection is verified before reuse
-                continue
-            best, best_free = conn, free
-        return best
+        conn, stale = self.core.pick(self.conns, self.loop.time())
+        for idle in stale:
+            idle.health_check()  # a stale connection is verified before reuse
+        return conn
 
     async def acquire(self, deadline: float | None, front: bool) -> _Connection:
         """Wait for a ready connection with a free stream slot.
@@ -96,31 +86,24 @@ class _Pool:
                 n -= 1
 
     def _maybe_open(self) -> None:
-        live = 0
-        for conn in self.conns:
-            state = conn.state
-            if state is _CONNECTING or state is _CHECKING:
-                return  # its outcome will wake waiters; don't open in parallel
-            if state is _READY:
-                live += 1
-        if live < self.transport._max_connections and not self.closed:
-            if live and self.loop.time() < self._open_not_before:
-                if self._retry_handle is None:
-                    self._retry_handle = self.loop.call_at(self._open_not_before, self._retry_open)
-                return
+        if self.closed:
+            return
+        decision = self.core.open_decision(self.conns, self.loop.time())
+        if decision is Open.LATER:
+            if self._retry_handle is None:
+                self._retry_handle = self.loop.call_at(self.core.open_not_before, self._retry_open)
+        elif decision is Open.NOW:
             conn = _Connection(self)
             self.conns.append(conn)
             conn.connect_task = self.loop.create_task(self._open(conn), name=f"h2-connect-{conn.id}")
 
     def _note_failure(self) -> None:
-        self._connect_backoff = min(max(0.5, 2 * self._connect_backoff), 10.0)
-        self._open_not_before = self.loop.time() + self._connect_backoff
+        self.core.failed(self.loop.time())
 
     def connection_proven(self) -> None:
         # Only a connection that delivered a response resets the back-off: one that
         # passes the handshake and then dies at once counts as a failed attempt.
-        self._connect_backoff = 0.0
-        self._open_not_before = 0.0
+        self.core.proven()
 
     def _retry_open(self) -> None:
         self._retry_handle = None
@@ -143,13 +126,11 @@ class _Pool:
         m = self.transport.metrics
         m.opened.inc()
         m.open.inc()
-        m.budget.inc(conn.max_streams)
-        conn.counted_budget = conn.max_streams
-        # Wake one more than there are slots: that waiter may open another connection.
-        self.wake(conn.max_streams - conn.active + 1)
+        m.budget.inc(conn.core.budget or 0)
+        self.wake(PoolCore.opened_wake(conn.core))
 
     def _connect_failed(self, exc: BaseException) -> None:
-        if any(c.state in (_READY, _CHECKING, _CONNECTING) for c in self.conns):
+        if not PoolCore.fail_waiters(self.conns):
             self.wake(1)
             return
         # No connection at all: everyone waiting would fail the same way right now.
@@ -169,10 +150,9 @@ class _Pool:
             self.conns.remove(conn)
         except ValueError:
             pass
-        if was_live and not conn.answered:
-            self._note_failure()
-        if was_live:
-            self.wake(1)
+        wake = self.core.removed(conn.core, was_live, self.loop.time())
+        if wake:
+            self.wake(wake)
 
     async def aclose(self) -> None:
         self.closed = True
