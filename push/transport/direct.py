@@ -10,9 +10,32 @@ import httpx
 
 from push.transport.adapter import BAD_VALUE, H2Transport
 
+log = logging.getLogger(__name__)
 _HTTPX_LOG = logging.getLogger("httpx")
 # Request paths httpx's URL merge leaves byte-for-byte unchanged (no escaping, no dot segments).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_~:/-]*").fullmatch
+
+
+def mounted_transport(client: httpx.AsyncClient, url: httpx.URL) -> httpx.AsyncBaseTransport | None:
+    """The transport httpx would send ``url`` through: a matching mount or the client's own.
+
+    httpx has no public way to ask, so this is the one private httpx name the package uses,
+    ``AsyncClient._transport_for_url(url)`` (httpx 0.27 to 0.29, pinned in pyproject.toml;
+    tests/test_transport_direct.py fails if it goes or changes meaning). If a future httpx lacks
+    it, this says so in a warning and returns None, which keeps every send on ``client.post``.
+    """
+    lookup = getattr(client, "_transport_for_url", None)
+    if not callable(lookup):
+        log.warning("httpx %s has no AsyncClient._transport_for_url: the direct send path is off",
+                    httpx.__version__)
+        return None
+    try:
+        transport = lookup(url)
+    except Exception as exc:  # noqa: BLE001 - an httpx change we do not know: say so, keep the regular path
+        log.warning("httpx %s AsyncClient._transport_for_url failed (%r): the direct send path is off",
+                    httpx.__version__, exc)
+        return None
+    return transport if isinstance(transport, httpx.AsyncBaseTransport) else None
 
 
 class DirectResponse:
@@ -47,7 +70,7 @@ class DirectPost:
     about half of a send's CPU. ``usable()`` is False (use ``client.post``)
     whenever httpx would do something more: a closed client, cookies in its jar,
     INFO logging on the ``httpx`` logger, a path httpx would rewrite, an empty
-    body, auth or event hooks, or a mount (e.g. an environment proxy) in front of
+    body, auth or event hooks, or a mount (``mounts=``) in front of
     the transport. Responses carrying Set-Cookie or Content-Encoding are handed
     back as the ``httpx.Response`` httpx would build (cookies stored, body decoded).
     """
@@ -61,10 +84,7 @@ class DirectPost:
         timeout = client.timeout
         self._read_timeout, self._pool_timeout = timeout.read, timeout.pool
         self._templates: dict[tuple[str, ...], _Template | None] = {}
-        try:
-            mounted = client._transport_for_url(base)  # an environment proxy would take over here
-        except Exception:  # noqa: BLE001 - unknown httpx internals: keep to the regular path
-            mounted = None
+        mounted = mounted_transport(client, base)  # a mount would take over here
         self._enabled = (
             mounted is transport and base.scheme == "https" and not base.query
             and client.auth is None and not any(client.event_hooks.values())
