@@ -363,7 +363,7 @@ ALLOWED_IMPORTS = {"__future__", "enum", "typing", "push.transport.values", "pus
 
 @pytest.mark.parametrize("path", sorted(CORE_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_core_imports_no_io(path: Path) -> None:
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
@@ -375,5 +375,5 @@ def test_core_imports_no_io(path: Path) -> None:
 def test_values_module_is_plain() -> None:
     tree = ast.parse((CORE_DIR.parent / "values.py").read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imported <= {"__future__", "json", "dataclasses"}
