@@ -40,7 +40,7 @@ class H2Backend:
     exceptions: ModuleType
     SettingCodes: Any
     never_indexed: Callable[[bytes, bytes], tuple[bytes, bytes]]  # header marked "never index"
-    connection_class: type  # our H2Connection subclass, constructed with the owning _Connection
+    connection_class: type  # our H2Connection subclass, constructed with the connection's ConnectionCore
 
     def is_never_indexed(self, header: tuple[bytes, bytes]) -> bool:
         return isinstance(header, self.never_indexed)  # type: ignore[arg-type]
@@ -149,7 +149,7 @@ def _build(name: str) -> H2Backend:
         """The client connection with an O(1) open-stream count.
 
         ``open_outbound_streams`` scans every stream on each ``send_headers``
-        (quadratic at hundreds of concurrent streams). Our ``_Connection.active`` is
+        (quadratic at hundreds of concurrent streams). Our ``ConnectionCore.active`` is
         the same number for a connection that still opens streams, so we return it
         and let the library scan (which also forgets closed streams) only once closed
         streams have piled up, which keeps the cost amortised O(1).
