@@ -110,7 +110,7 @@ async def run_retries(engine: Engine, config: PushConfig, clock: Clock, *, clien
                 counts = {"sent": 0, "failed": 0, "rescheduled": 0}
                 for ref, n, attempts, out in batch:
                     values = pipe.outcome_values(n, attempts, out, ref.expires_at, rec_now)
-                    updates.append(store.RetryOutcomeUpdate(ref.row_id, pipe.claimer, *values, rec_now))
+                    updates.append(store.RetryOutcomeUpdate._make((ref.row_id, pipe.claimer, *values, rec_now)))
                     status = values[0]
                     counts["sent" if status == "sent" else "failed" if status == "failed" else "rescheduled"] += 1
 
@@ -190,7 +190,7 @@ def _close_stale_claims(pipe: Pipeline, before: datetime) -> int:
                                     None, now)
         cols["status"] = "failed"
         cols["next_retry_at"] = None
-        updates.append(store.RetryOutcomeUpdate(row.id, row.claimed_by, *cols.values(), now))
+        updates.append(store.RetryOutcomeUpdate._make((row.id, row.claimed_by, *cols.values(), now)))
     log.warning("retry: %d resend(s) found in flight from a pass that stopped; recorded as interrupted", len(rows))
     in_transaction(pipe.engine, lambda conn: store.update_retry_outcomes(conn, updates))
     return len(rows)

@@ -102,7 +102,7 @@ def _fcm(table: OutcomeTable, status: int, raw: bytes, hdrs: dict[str, str], now
         text = f"FCM {status} {_snippet(raw) or 'empty body'}"
         return _outcome(table[key], text, status=status, reason=None, hdrs=hdrs, now=now)
 
-    message = err.get("message") if isinstance(err.get("message"), str) else ""
+    message: str = err["message"] if isinstance(err.get("message"), str) else ""
     rpc_status = err.get("status") if isinstance(err.get("status"), str) else ""
     code: str | None = None
     apns_reason: str | None = None
@@ -198,6 +198,7 @@ def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:
     if not headers:
         return {}
     out: dict[str, str] = {}
+    items: Any
     try:
         items = headers.items()
     except AttributeError:

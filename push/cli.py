@@ -405,7 +405,8 @@ def _read_notifications(path: str) -> Iterator[Any]:
             try:
                 data = json.loads(line)
             except ValueError as exc:
-                raise ValidationError(f"line {lineno}", f"not valid JSON: {exc.msg}") from None
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise ValidationError(f"line {lineno}", f"not valid JSON: {why}") from None
             try:
                 yield Notification.from_dict(data)
             except ValidationError as exc:

@@ -25,7 +25,7 @@ from push.testing import (FakePushServer, apns_token, fcm_token, make_apns_key, 
 from tables import store
 from tables.engine import make_engine
 from tables.migrate import upgrade
-from tables.models import DELIV, DENY, DLOG, EXCL, LOCKS, QUAR, RELOG, RULE, RUNS, SUBS, Denylist
+from tables.models import DELIV, DENY, DLOG, EXCL, LOCKS, QUAR, RELOG, RULE, RUNS, SUBS
 from tables.reports import NonDeliverables, non_deliverables
 
 IOS_APP = "com.example.news"
@@ -138,7 +138,7 @@ def run_demo(database_url: str, *, count: int = 3000, progress: Callable[[int], 
                         {"platform": p, "app": a, "token": t, "profile_id": f"profile-{i}"}
                         for i, (p, a, t) in enumerate(devices)], now=now)
                     # two people opted out of push on iOS: their devices are excluded at analysis
-                    conn.execute(Denylist.__table__.insert(), [
+                    conn.execute(DENY.insert(), [
                         {"profile_id": "profile-0", "channel": "apns", "created_at": now, "reason": DENYLIST_REASON},
                         {"profile_id": "profile-2", "channel": "apns", "created_at": now, "reason": DENYLIST_REASON}])
 

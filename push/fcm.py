@@ -236,7 +236,8 @@ class FcmClient:
         """How many sends would leave at once (None: unknown, not our transport)."""
         return None if self._direct is None else self._direct.transport.free_streams(self._http.base_url)
 
-    async def send(self, n: Notification) -> Outcome:
+    async def send(self, n: Notification, *, apns_id: str | None = None) -> Outcome:
+        """Send one notification (``apns_id`` is accepted for the ``Sender`` protocol; FCM has none)."""
         if not metrics.enabled():
             return await self._send(n)
         gauge = self._metrics.in_flight

@@ -204,8 +204,8 @@ class DeliveryMetrics:
                        provider_reason(out.provider_reason))] += 1
         for key, count in notes.items():
             NOTIFICATIONS.labels(*key).inc(count)
-        for key, count in fails.items():
-            FAILURES.labels(*key).inc(count)
+        for fail, count in fails.items():
+            FAILURES.labels(*fail).inc(count)
         age = time.monotonic() - self.started
         for provider, count in by_provider.items():
             hist = OUTCOME_LATENCY.labels(provider)

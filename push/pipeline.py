@@ -38,7 +38,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from itertools import chain, islice
+from itertools import islice
 from typing import (Any, AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, NamedTuple,
                     Protocol, Sequence, Sized, TypeVar)
 
@@ -159,9 +159,12 @@ class SendStats:
 
 
 class Sender(Protocol):
+    """A provider client: what ``send_batch`` and the retry runner send through (``clients=`` may pass
+    your own). ``apns_id`` is the stable id of the notification; a client may ignore it."""
+
     provider: str
 
-    async def send(self, n: Notification, **kw: Any) -> Outcome: ...
+    async def send(self, n: Notification, *, apns_id: str | None = None) -> Outcome: ...
 
     async def aclose(self) -> None: ...
 
@@ -792,8 +795,8 @@ class _Delivery:
         values = self.pipe.outcome_values
         validity = now + timedelta(seconds=self.cfg.validity_seconds)
         claimer = self.pipe.claimer
-        updates = [store.OutcomeUpdate(ref.delivery_id, ref.seq, claimer,
-                                       *values(n, attempts, out, _expiry(n, validity), now), now)
+        updates = [store.OutcomeUpdate._make((ref.delivery_id, ref.seq, claimer,
+                                              *values(n, attempts, out, _expiry(n, validity), now), now))
                    for ref, n, attempts, out in batch]
         effects = [(n, out) for _, n, _, out in batch]
         valid = [ref.valid_at_analysis for ref, _, _, _ in batch]
@@ -839,7 +842,7 @@ class _Delivery:
             return 0
         records = [r for r in unwritten.read(path) if r["delivery_id"] == self.id]
         now = self.pipe.clock.now()
-        updates = [store.OutcomeUpdate(self.id, r["seq"], r["claimed_by"], *r["columns"], now) for r in records]
+        updates = [store.OutcomeUpdate._make((self.id, r["seq"], r["claimed_by"], *r["columns"], now)) for r in records]
         effects = [(r["notification"], r["outcome"]) for r in records]
         valid = [bool(r["valid_at_analysis"]) for r in records]
         written = 0

@@ -90,7 +90,7 @@ class NonDeliverables:
 
 def non_deliverables(conn: Connection, since: datetime | None = None, *, top: int = 10) -> NonDeliverables:
     """The non-deliverables report: failed and excluded notifications, broken down."""
-    cond = [DLOG.c.status.in_(["failed", "excluded"])]
+    cond: list[sa.ColumnElement[bool]] = [DLOG.c.status.in_(["failed", "excluded"])]
     if since is not None:
         cond.append(DLOG.c.updated_at >= since)
     stmt = (sa.select(DLOG.c.status, DLOG.c.failure_type, DLOG.c.failure_reason, DLOG.c.app, DLOG.c.platform,
@@ -111,7 +111,7 @@ def non_deliverables(conn: Connection, since: datetime | None = None, *, top: in
         by_app[f"{r.app} / {r.platform}"] += n
         if r.error_text:
             by_error[r.error_text] += n
-    q = dict(conn.execute(sa.select(QUAR.c.status, sa.func.count()).group_by(QUAR.c.status)).all())
+    q: dict[str, int] = dict(conn.execute(sa.select(QUAR.c.status, sa.func.count()).group_by(QUAR.c.status)).all())
     return NonDeliverables(since, dict(by_type.most_common()), dict(by_reason.most_common()),
                            dict(by_app.most_common()), dict(by_error.most_common(top)),
                            {k: int(v) for k, v in q.items()}, total)

@@ -535,7 +535,7 @@ def load_quarantine_states(conn: DB, keys: Iterable[Key], *, for_update: bool = 
 def _write_states(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """Store states of keys whose rows this transaction holds locked (or that it just inserted)."""
     sets = ", ".join(f"{name} = excluded.{name}" for name in (*_STATE_COLUMNS, "updated_at"))
-    raw.insert_rows(conn, QUAR, _STATE_ROW, sorted(rows, key=lambda r: r[:3]),
+    raw.insert_rows(conn, QUAR, _STATE_ROW, sorted(rows, key=lambda r: tuple(r[:3])),
                     tail=f"ON CONFLICT (platform, app, token) DO UPDATE SET {sets}", batch=ROW_BATCH)
 
 
@@ -544,7 +544,7 @@ def _insert_new_states(conn: Connection, rows: list[tuple[Any, ...]]) -> set[Key
     (their rows exist now and must be read, locked, and decided again)."""
     if not rows:
         return set()
-    rows = sorted(rows, key=lambda r: r[:3])
+    rows = sorted(rows, key=lambda r: tuple(r[:3]))
     if not raw.is_pg(conn):  # SQLite: BEGIN IMMEDIATE, no other writer can have inserted meanwhile
         raw.insert_rows(conn, QUAR, _STATE_ROW, rows, batch=ROW_BATCH)
         return set()
@@ -706,7 +706,7 @@ def release_quarantine(
         raise ValidationError("criteria", "give at least one of token, error_text_contains, app, platform, modified_*")
 
     statuses = {s.value for s in RELEASABLE if include_denylisted or s is not QuarantineStatus.DENYLISTED}
-    where = [QUAR.c.status.in_(sorted(statuses))]
+    where: list[sa.ColumnElement[bool]] = [QUAR.c.status.in_(sorted(statuses))]
     if token is not None:
         where.append(QUAR.c.token == token)
     if app is not None:

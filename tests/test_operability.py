@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typer.testing import CliRunner
 from fixtures.scenarios import fcm_token, ok_apns_token
 from jobs import optout
 from jobs.common import JobResult
-from jobs.runner import JOBS, run_job
+from jobs.runner import run_job
 from jobs.scheduler import first_run, run_scheduler
 from push import Notification, PushConfig, logs, send_batch
 from push.cli import app, state
@@ -33,7 +32,6 @@ from push.errors import ConfigError
 from push.outcome_table import DEFAULT_TABLE
 from push.transport_errors import outcome_for_transport_error
 from tables import jobs as jt
-from tables.engine import make_engine
 from tables.models import DeliveryLog, JobStatus
 from tests.pipeline_helpers import ScriptedSender
 from tests.test_e2e_pipeline import config as e2e_config
