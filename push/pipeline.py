@@ -1110,9 +1110,16 @@ class AnyOf:
         return any(f.is_set() for f in self._flags)
 
 
-def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config: PushConfig | None = None,
-               delivery: str | None = None, **kw: Any) -> DeliveryReport:
-    """Send ``notifications`` (any iterable, consumed in chunks) and return the delivery summary.
+def send_batch(notifications: Source, config: PushConfig | None = None, delivery: str | None = None, *,
+               engine: Engine | None = None, clock: Clock | None = None, clients: Mapping[str, Sender] | None = None,
+               table: OutcomeTable | None = None, progress: Callable[[int], None] | None = None,
+               force: bool = False, stop: Any = None, drain_on_signals: bool = False,
+               on_result: Callable[[NotificationResult], None] | None = None) -> DeliveryReport:
+    """Send ``notifications`` (any iterable or async iterable of ``Notification`` or dicts, consumed in
+    chunks) and return the delivery summary.
+
+    ``engine``/``clock``/``clients``/``table`` replace what ``config`` would build (tests, hosts with
+    their own); ``progress(n)`` is told how many outcomes each write recorded.
 
     Every notification ends in exactly one ``delivery_log`` row: ``sent``,
     ``failed``, ``excluded`` or ``retry_pending``. Giving the same ``delivery``
@@ -1134,6 +1141,8 @@ def send_batch(notifications: Iterable[Notification | Mapping[str, Any]], config
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(asend_batch(notifications, config, delivery, **kw))
+        return asyncio.run(asend_batch(notifications, config, delivery, engine=engine, clock=clock, clients=clients,
+                                       table=table, progress=progress, force=force, stop=stop,
+                                       drain_on_signals=drain_on_signals, on_result=on_result))
     raise RuntimeError("send_batch() was called inside a running event loop: use `await asend_batch(...)`")
 
