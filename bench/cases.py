@@ -113,8 +113,8 @@ BY_ID = {c.id: c for c in CASES}
 
 # Columns of the "× peer" ratios, per provider: (case id, short heading).
 RATIO_PEERS: dict[str, list[tuple[str, str]]] = {
-    "apns": [("apns-aioapns", "aioapns"), ("apns-aioapns-jh2", "aioapns jh2"), ("apns-httpx", "httpx"), ("apns-min-h2", "min h2"),
-             ("apns-min-jh2", "min jh2")],
+    "apns": [("apns-aioapns", "aioapns"), ("apns-aioapns-jh2", "aioapns jh2"), ("apns-httpx", "httpx"),
+             ("apns-min-h2", "min h2"), ("apns-min-jh2", "min jh2")],
     "fcm": [("fcm-fa-async", "fa async"), ("fcm-fa-sync", "fa sync"), ("fcm-httpx", "httpx"),
             ("fcm-min-h2", "min h2"), ("fcm-min-jh2", "min jh2")],
 }

@@ -525,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=facts,
         server=server.description,
         settings={"n": args.n, "reps": args.reps, "concurrency": args.concurrency, "warmup": args.warmup,
-                  "pinning": pinning, "grown_rows": args.grown_rows, "quick": args.quick, "duration_s": round(time.monotonic() - started, 1),
+                  "pinning": pinning, "grown_rows": args.grown_rows, "quick": args.quick,
+                  "duration_s": round(time.monotonic() - started, 1),
                   "foreign_cores_median": statistics.median(foreign) if foreign else 0.0,
                   "foreign_cores_max": max(foreign, default=0.0)},
         cases=summaries, memory=memory, notes=notes)

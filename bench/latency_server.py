@@ -57,7 +57,10 @@ APNS_DEAD = APNS_SCENARIOS["unregistered"]
 FCM_DEAD = FCM_SCENARIOS["unregistered"]
 
 
-def answer(path: bytes, body: bytes, apns_id: bytes | None, counter: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
+
+
+def answer(path: bytes, body: bytes, apns_id: bytes | None, counter: int) -> Answer:
     """(status, headers, body) for one request: the same answers as the nginx fake."""
     if path.startswith(b"/3/device/"):
         headers = [(b"apns-id", apns_id)] if apns_id else []
