@@ -20,16 +20,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from bench.cases import CASES, SLOW, Case
+from bench.cases import CASES, LAT, SLOW, Case
 from bench.env import BenchEnv, make_env
+from bench.grown import GROWN_ROWS, build_postgres, build_sqlite, copy_sqlite
 from bench.report import MemoryRun, Report, is_correct, print_rich, summarize, write
 from bench.server import (
     CLK_TCK,
     BenchServer,
     FakeServerProcess,
+    LatencyServerProcess,
     NginxServer,
     find_nginx,
     have_taskset,
@@ -66,10 +69,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="fake server: nginx (installed with apt-get if missing) or the Python FakePushServer")
     p.add_argument("--no-install", action="store_true", help="never run apt-get for nginx")
     p.add_argument("--pg-admin-url", default=os.environ.get("PUSH_TEST_PG_ADMIN_URL", DEFAULT_PG_ADMIN_URL))
-    p.add_argument("--out", type=Path, default=RESULTS, help="where latest.json / latest.md go")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where latest.json / latest.md go (default bench/results/, with --quick bench/results/quick/)")
+    p.add_argument("--grown-rows", type=int, default=None, metavar="ROWS",
+                   help=f"rows already in the tables for the *-grown cases (default {GROWN_ROWS:,})")
+    p.add_argument("--quick", action="store_true",
+                   help="every case end to end in a few minutes: N=2,000, 1 repetition, warm-up 200, "
+                        "grown tables of 20,000 rows, no memory check (numbers are not comparable)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--profile", metavar="CASE", help="profile one case (py-spy if installed, else cProfile) and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        explicit = set(argv if argv is not None else sys.argv[1:])
+        if "-n" not in explicit:
+            args.n = 2_000
+        if "--reps" not in explicit:
+            args.reps = 1
+        if "--warmup" not in explicit:
+            args.warmup = 200
+        if args.memory_sizes is None:
+            args.memory_sizes = [0]
+        if args.grown_rows is None:
+            args.grown_rows = 20_000
+    if args.grown_rows is None:
+        args.grown_rows = GROWN_ROWS
+    if args.out is None:
+        args.out = RESULTS / "quick" if args.quick else RESULTS
+    return args
 
 
 # --------------------------------------------------------------------------- machine facts
@@ -157,15 +183,18 @@ class Postgres:
             self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
     @contextmanager
-    def database(self) -> Iterator[tuple[str, str]]:
-        """(SQLAlchemy URL, database name) of a new empty database, dropped on exit."""
+    def database(self, template: str | None = None) -> Iterator[tuple[str, str]]:
+        """(SQLAlchemy URL, database name) of a new database (empty, or a copy of ``template``), dropped on exit."""
         import psycopg
         from psycopg import sql
         from sqlalchemy.engine import make_url
 
         name = f"pfbench_{os.getpid()}_{secrets.token_hex(4)}"
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            admin.execute(create)
         try:
             yield make_url(self.admin_url).set(drivername="postgresql+psycopg", database=name).render_as_string(
                 hide_password=False), name
@@ -193,7 +222,7 @@ def _read_lines(proc: subprocess.Popen[str], backends: BackendCpu | None, server
 
 
 def run_worker(spec: RunSpec, env: BenchEnv, server: BenchServer, log: Path,
-               backends: BackendCpu | None = None) -> RunResult:
+               backends: BackendCpu | None = None, pin: bool = True) -> RunResult:
     """Run one measured client in its own (pinned) process and sample the server around its timed part."""
     child_env = dict(os.environ)
     if spec.kind in ENV_TRUST_KINDS:
@@ -201,11 +230,14 @@ def run_worker(spec: RunSpec, env: BenchEnv, server: BenchServer, log: Path,
         for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             child_env[var] = env.ca_file
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), child_env.get("PYTHONPATH")]))
-    cmd = pinned([sys.executable, "-m", "bench.worker", spec.to_json(), env.to_json()], CLIENT_CORE)
+    cmd = [sys.executable, "-m", "bench.worker", spec.to_json(), env.to_json()]
+    if pin:
+        cmd = pinned(cmd, CLIENT_CORE)
     result: RunResult | None = None
     server0 = server1 = busy0 = busy1 = t0 = t1 = 0.0
     db0: dict[int, float] = {}
     db1: dict[int, float] = {}
+    over0 = server.over_limit()
     with log.open("ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env=child_env)
         watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)  # a hung worker prints nothing: kill it
@@ -229,6 +261,9 @@ def run_worker(spec: RunSpec, env: BenchEnv, server: BenchServer, log: Path,
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{spec.kind}/{spec.provider} failed (exit {rc}"
                            f"{', killed after ' + str(RUN_TIMEOUT) + ' s' if rc == -9 else ''}); log {log}:\n{tail}")
+    if over0 or isinstance(server, LatencyServerProcess):
+        time.sleep(0.1)  # the server writes its count every 50 ms
+    result.over_limit = server.over_limit() - over0
     result.server_cpu_s = server1 - server0
     result.db_cpu_s = sum(cpu - db0.get(pid, 0.0) for pid, cpu in db1.items())
     wall = t1 - t0
@@ -237,20 +272,74 @@ def run_worker(spec: RunSpec, env: BenchEnv, server: BenchServer, log: Path,
     return result
 
 
-def run_case(case: Case, args: argparse.Namespace, env: BenchEnv, server: BenchServer, pg: Postgres | None,
-             log: Path, *, n: int | None = None, generator: bool = False) -> RunResult:
+class Grown:
+    """The grown-tables templates, built on first use and reused by every run that needs them."""
+
+    def __init__(self, rows: int, workdir: Path, pg: Postgres | None) -> None:
+        self.rows = rows
+        self.workdir = workdir
+        self.pg = pg
+        self.sqlite: Path | None = None
+        self.pg_name: str | None = None
+        self._pg_cm: Any = None
+        self.notes: list[str] = []
+
+    def sqlite_copy(self, target: Path) -> str:
+        if self.sqlite is None:
+            path = self.workdir / "grown-template.db"
+            took = build_sqlite(path, self.rows)
+            self.sqlite = path
+            self.notes.append(f"grown SQLite template: {self.rows:,} subscriptions + {self.rows:,} delivery_log rows "
+                              f"built in {took:.1f} s ({path.stat().st_size / 2**20:,.0f} MiB), copied for each run")
+            console.print(f"  {self.notes[-1]}")
+        return copy_sqlite(self.sqlite, target)
+
+    def pg_template(self) -> str:
+        if self.pg_name is None:
+            assert self.pg is not None
+            self._pg_cm = self.pg.database()
+            url, name = self._pg_cm.__enter__()
+            took = build_postgres(url, self.rows)
+            self.pg_name = name
+            self.notes.append(f"grown Postgres template: {self.rows:,} subscriptions + {self.rows:,} delivery_log "
+                              f"rows built in {took:.1f} s; each run gets CREATE DATABASE … TEMPLATE it")
+            console.print(f"  {self.notes[-1]}")
+        return self.pg_name
+
+    def close(self) -> None:
+        if self._pg_cm is not None:
+            self._pg_cm.__exit__(None, None, None)
+            self._pg_cm = None
+
+
+Servers = dict[int, tuple[BenchServer, BenchEnv]]  # latency in ms (0: loopback nginx) -> server and its env
+
+
+def run_case(case: Case, args: argparse.Namespace, servers: Servers, pg: Postgres | None, log: Path,
+             grown: Grown | None = None, *, n: int | None = None, generator: bool = False) -> RunResult:
+    server, env = servers[case.latency_ms]
     spec = RunSpec(kind=case.kind, provider=case.provider, n=n or case_n(case, args), concurrency=args.concurrency,
-                   warmup=args.warmup, dead=case.dead, db=case.db, generator=generator, metrics=case.metrics)
+                   warmup=args.warmup, dead=case.dead, db=case.db, generator=generator, metrics=case.metrics,
+                   settings=case.settings, input=case.input)
     if case.db == "postgres":
         assert pg is not None
-        with pg.database() as (url, name):
+        template = grown.pg_template() if case.grown and grown is not None else None
+        with pg.database(template) as (url, name):
             backends = BackendCpu(name)
             backends.start()
             try:
-                return run_worker(RunSpec(**{**spec.__dict__, "db_url": url}), env, server, log, backends)
+                return run_worker(RunSpec(**{**spec.__dict__, "db_url": url}), env, server, log, backends,
+                                  pin=case.pinned)
             finally:
                 backends.stop()
-    return run_worker(spec, env, server, log)
+    if case.db == "sqlite" and case.grown and grown is not None:
+        target = Path(tempfile.mkdtemp(prefix="pf-bench-grown-", dir=grown.workdir)) / "bench.db"
+        try:
+            url = grown.sqlite_copy(target)
+            return run_worker(RunSpec(**{**spec.__dict__, "db_url": url}), env, server, log, pin=case.pinned)
+        finally:
+            shutil.rmtree(target.parent, ignore_errors=True)
+    return run_worker(spec, env, server, log, pin=case.pinned)
 
 
 def run_profile(case: Case, args: argparse.Namespace, env: BenchEnv, server: BenchServer, pg: Postgres | None,
@@ -278,6 +367,8 @@ def select(patterns: list[str], everything: bool) -> list[Case]:
 
 def case_n(case: Case, args: argparse.Namespace) -> int:
     n: int = args.n
+    if case.latency_ms:  # bounded by in-flight / delay, not by CPU: scaled down even with --full-peers
+        return max(1, round(n * LAT))
     return n if args.full_peers else max(1, round(n * case.n_scale))
 
 
@@ -316,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"{c.id:24} {c.label}{extra}")
         return 0
     if args.profile:
-        cases = [c for c in CASES if c.id == args.profile]
+        cases = [c for c in CASES if c.id == args.profile and not c.latency_ms and not c.grown]
         if not cases:
             raise SystemExit(f"unknown case {args.profile!r}; see --list")
     if not cases:
@@ -336,7 +427,18 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"PostgreSQL unreachable at {args.pg_admin_url} ({pg.error}): Postgres cases skipped")
             cases = [c for c in cases if c.db != "postgres"]
             pg = None
-    pinning = (f"server on core {SERVER_CORE}, each client process on core {CLIENT_CORE} (taskset)"
+    servers: Servers = {0: (server, env)}
+    for ms in sorted({c.latency_ms for c in cases if c.latency_ms}):
+        lat_env = make_env(workdir / f"latency-{ms}ms")
+        lat = LatencyServerProcess(lat_env, ms, core=SERVER_CORE)
+        lat.start()
+        servers[ms] = (lat, lat_env)
+        notes.append(f"latency profile at {ms} ms: {lat.description}. The delay is added in the server between "
+                     "the request's last frame and the answer; it does not model TCP slow start, the TLS handshake's "
+                     "and SETTINGS exchange's round trips, WINDOW_UPDATEs arriving a round trip late, jitter or loss")
+    grown = Grown(args.grown_rows, workdir, pg) if any(c.grown for c in cases) else None
+    pinning = (f"server on core {SERVER_CORE}, each client process on core {CLIENT_CORE} (taskset), "
+               "except the *-unpinned cases (client free to use both cores)"
                if have_taskset() else "none (taskset missing or a single core)")
     console.print(f"[bold]push-feedback bench[/] · {server.description}\n"
                   f"  {len(cases)} cases × {args.reps} reps, N={args.n:,}, concurrency {args.concurrency}; "
@@ -357,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                 if case.id in failures:
                     continue
                 try:
-                    r = run_case(case, args, env, server, pg, log)
+                    r = run_case(case, args, servers, pg, log, grown)
                 except RuntimeError as exc:
                     failures[case.id] = str(exc)
                     console.print(f"[red]{case.id} failed[/]: {str(exc)[:2000]}")
@@ -373,11 +475,15 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [s for s in sizes if s > 0]
         mem_case = next(c for c in CASES if c.id == "apns-sb-sqlite")
         for size in sizes:
-            r = run_case(mem_case, args, env, server, pg, log, n=size, generator=True)
+            r = run_case(mem_case, args, servers, pg, log, n=size, generator=True)
             memory.append(MemoryRun(size, r.rate, r.cpu_s / r.n * 1e6, r.maxrss_kb / 1024, is_correct(r)))
             console.print(f"  memory N={size:>9,}  {r.rate:9,.0f} msgs/s  {r.maxrss_kb / 1024:5,.0f} MB peak RSS")
     finally:
-        server.stop()
+        for srv, _env in servers.values():
+            srv.stop()
+        if grown is not None:
+            grown.close()
+            notes.extend(grown.notes)
     summaries = [summarize(c, runs[c.id], failures.get(c.id, "")[:300]) for c in cases if runs[c.id]]
     for cid, why in failures.items():
         notes.append(f"{cid} failed: {why.splitlines()[0][:300]}")
@@ -392,10 +498,24 @@ def main(argv: list[str] | None = None) -> int:
     if memory:
         notes.append(f"memory check: send_batch APNs on SQLite from a lazy generator, at N = "
                      f"{', '.join(f'{m.n:,}' for m in memory)}")
-    scaled = sorted({c.id for c in cases if c.n_scale != 1 and not args.full_peers})
+    scaled = sorted({c.id for c in cases if c.n_scale != 1 and not c.latency_ms and not args.full_peers})
     if scaled:
         notes.append(f"slow peers ({', '.join(scaled)}) ran on N×{SLOW:g} notifications to keep the bench under "
                      "10 minutes (each run still lasts several seconds); --full-peers runs them on N")
+    notes.append("inputs: every client starts from JSON lines (one per notification, as `push-feedback send` reads "
+                 "them) and parses them on the clock into its own request objects: send_batch gets "
+                 "Notification.from_dict(json.loads(line)) lazily, the client layer the same per send, aioapns "
+                 "NotificationRequest, firebase-admin Message, the minimal and httpx clients their raw request; "
+                 "apns-sb-sqlite-prebuilt builds the Notifications before the clock, as earlier runs of this bench did")
+    if any(c.latency_ms for c in cases):
+        notes.append("latency profile settings: `default` = each client's documented defaults (send_batch: "
+                     "PushConfig's concurrency 500 over 2 connections; aioapns: its pool of 10 connections, 100 in "
+                     "flight from the caller since aioapns bounds nothing itself; firebase-admin: one call of 500 "
+                     "messages, its documented maximum, at a time; minimal client: 100 in flight); `best` = "
+                     "send_batch concurrency 2,000; aioapns on jh2 with 1,000 in flight; send_each_async 4 calls "
+                     "of 500 at once; minimal client 1,000 in flight. Latency runs use N×0.25 notifications "
+                     "(also with --full-peers). \"over-limit streams\": streams a run (warm-up included) opened "
+                     "beyond the MAX_CONCURRENT_STREAMS the server had announced; the server serves them anyway")
     notes.append("peers get their trust store from SSL_CERT_FILE/REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE set to the "
                  "bench CA in their process; aioapns is given an ssl_context with ALPN h2 and a protocol "
                  "subclass pointing at 127.0.0.1; firebase-admin's FCM_URL constant is overridden and the "
@@ -405,12 +525,16 @@ def main(argv: list[str] | None = None) -> int:
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=facts,
         server=server.description,
         settings={"n": args.n, "reps": args.reps, "concurrency": args.concurrency, "warmup": args.warmup,
-                  "pinning": pinning, "duration_s": round(time.monotonic() - started, 1),
+                  "pinning": pinning, "grown_rows": args.grown_rows, "quick": args.quick,
+                  "duration_s": round(time.monotonic() - started, 1),
                   "foreign_cores_median": statistics.median(foreign) if foreign else 0.0,
                   "foreign_cores_max": max(foreign, default=0.0)},
         cases=summaries, memory=memory, notes=notes)
     print_rich(report, console)
     js, md = write(report, args.out)
     console.print(f"wrote {js} and {md} in {time.monotonic() - started:,.0f} s")
-    shutil.rmtree(workdir, ignore_errors=True)
+    if failures:
+        console.print(f"workdir with the workers' log kept: {log}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failures else 0

@@ -48,6 +48,7 @@ class MinimalH2Client(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self._flush_scheduled = False
         self._window: asyncio.Event = asyncio.Event()
+        self._slots: asyncio.Event = asyncio.Event()
         ev = lib.events
         self._handlers = {
             ev.ResponseReceived: self._on_response,
@@ -97,14 +98,18 @@ class MinimalH2Client(asyncio.Protocol):
     # requests
     async def request(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
         conn = self.conn
+        # The server's stream limit (APNs starts at 1 and raises it after the first request).
+        while len(self.streams) >= conn.remote_settings.max_concurrent_streams:
+            self._slots.clear()
+            await self._slots.wait()
         sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, headers)
+        fut: asyncio.Future[tuple[int, bytes]] = self.loop.create_future()
+        self.streams[sid] = _Stream(fut)
         while conn.local_flow_control_window(sid) < len(body):
             self._window.clear()
             await self._window.wait()
         conn.send_data(sid, body, end_stream=True)
-        fut: asyncio.Future[tuple[int, bytes]] = self.loop.create_future()
-        self.streams[sid] = _Stream(fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -142,16 +147,19 @@ class MinimalH2Client(asyncio.Protocol):
         stream = self.streams.pop(ev.stream_id, None)
         if stream is not None:
             stream.future.set_result((stream.status, b"".join(stream.chunks)))
+        self._slots.set()
 
     def _on_reset(self, ev: Any) -> None:
         stream = self.streams.pop(ev.stream_id, None)
         if stream is not None:
             stream.future.set_exception(ConnectionError(f"stream reset: {ev.error_code}"))
+        self._slots.set()
 
     def _on_settings(self, ev: Any) -> None:
         if not self.ready.done():
             self.ready.set_result(None)
         self._window.set()
+        self._slots.set()
 
     def _on_window(self, ev: Any) -> None:
         self._window.set()

@@ -171,14 +171,17 @@ def add_new_quarantines(engine: Engine, rows: int, dead_pct: float, n: int, when
     if every < 3:
         raise SystemExit("--new needs --dead-pct <= 33: every token already has a quarantine row")
     key = _KEY.format(token=_token(engine))
+    # fill() used residue 0 (unregistered) and every // 2 (soft errors): take the first residue neither holds.
+    free = next(r for r in range(1, every) if r != every // 2)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO quarantine (platform, app, token, status, error_count, failure_type, failure_reason, "
                 "first_error_at, last_error_at, updated_at) "
                 f"SELECT {key}, 'quarantine', 1, 'hard', 1, :t, :t, :t FROM {_series(engine, rows)} "
-                "WHERE s.i % :every = 1 ORDER BY s.i LIMIT :n"
-            ).bindparams(_ts("t", when), sa.bindparam("every", every), sa.bindparam("n", n))
+                "WHERE s.i % :every = :free ORDER BY s.i LIMIT :n"
+            ).bindparams(_ts("t", when), sa.bindparam("every", every), sa.bindparam("free", free),
+                         sa.bindparam("n", n))
         )
 
 

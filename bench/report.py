@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.cases import BY_ID, CASES, RATIO_PEERS, TARGETS, Case
+from bench.cases import BY_ID, CASES, LATENCIES_MS, RATIO_PEERS, TARGETS, Case
 from bench.spec import RunResult
 
 
@@ -33,6 +33,7 @@ class CaseSummary:
     foreign_cores: float  # median CPU (in cores) used by other processes on the machine meanwhile
     correct: bool  # every run got exactly the expected outcomes
     note: str = ""
+    over_limit: int = 0  # most streams one run (warm-up included) opened beyond the server's announced limit
 
 
 @dataclass
@@ -63,12 +64,19 @@ class Report:
             return None
         return a.rate_median / b.rate_median
 
+    def cost_ratio(self, num: str, den: str) -> float | None:
+        """Client CPU plus PostgreSQL backend CPU per notification, ``num`` over ``den``."""
+        a, b = self.case(num), self.case(den)
+        if a is None or b is None or not (b.cpu_us + b.db_cpu_us):
+            return None
+        return (a.cpu_us + a.db_cpu_us) / (b.cpu_us + b.db_cpu_us)
+
     def targets(self) -> list[dict[str, Any]]:
         rows = []
         for t in TARGETS:
-            value = self.ratio(t.numerator, t.denominator)
-            rows.append({"target": t.label, "ratio": value, "minimum": t.minimum,
-                         "met": None if value is None else value >= t.minimum})
+            value = (self.cost_ratio if t.cost else self.ratio)(t.numerator, t.denominator)
+            met = None if value is None else (value <= t.minimum if t.cost else value >= t.minimum)
+            rows.append({"target": t.label, "ratio": value, "minimum": t.minimum, "cost": t.cost, "met": met})
         if self.memory:
             big = max(self.memory, key=lambda m: m.n)
             rows.append({"target": f"peak RSS ≤ 150 MB for 1,000,000 notifications (largest run: {big.n:,})",
@@ -79,7 +87,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratios"] = {c.id: {peer: self.ratio(c.id, peer) for peer, _ in RATIO_PEERS[c.provider]}
-                          for c in self.cases if c.role == "project"}
+                          for c in self.cases if c.role == "project" and not is_latency(c.id)}
         data["targets"] = self.targets()
         return data
 
@@ -98,7 +106,56 @@ def summarize(case: Case, runs: list[RunResult], note: str = "") -> CaseSummary:
         rss_mb=max((r.maxrss_kb / 1024 for r in runs), default=0.0),
         server_cpu_share=statistics.median(shares) if shares else 0.0,
         foreign_cores=statistics.median(foreign) if foreign else 0.0,
-        correct=bool(runs) and all(is_correct(r) for r in runs), note=note)
+        correct=bool(runs) and all(is_correct(r) for r in runs), note=note,
+        over_limit=max((r.over_limit for r in runs), default=0))
+
+
+def is_latency(case_id: str) -> bool:
+    case = BY_ID.get(case_id)
+    return case is not None and case.latency_ms > 0
+
+
+def latency_peer(case_id: str) -> str | None:
+    """The peer at its defaults, same provider and latency, that a latency row is compared with."""
+    case = BY_ID[case_id]
+    peer = {"apns": "apns-aioapns", "fcm": "fcm-fa-async"}[case.provider]
+    return f"{peer}-{case.latency_ms}ms-default"
+
+
+def latency_loopback(case_id: str) -> str:
+    """The loopback case of the same client (pinned, bench settings)."""
+    case = BY_ID[case_id]
+    if case.kind == "aioapns_jh2":
+        return "apns-aioapns-jh2"
+    return case_id.rsplit(f"-{case.latency_ms}ms-", 1)[0]
+
+
+LATENCY_HEADERS = ["client · settings", "msgs/s median [min–max]", "CPU µs/msg", "server CPU",
+                   "over-limit streams", "× peer at defaults", "× own loopback"]
+
+
+def _latency_rows(report: Report, ms: int) -> list[tuple[CaseSummary, list[str]]]:
+    out = []
+    for c in report.cases:
+        case = BY_ID.get(c.id)
+        if case is None or case.latency_ms != ms:
+            continue
+        peer = latency_peer(c.id)
+        label = c.label if c.n == report.settings["n"] else f"{c.label} (N={c.n:,})"
+        if not c.correct:
+            label += " ⚠ unexpected outcomes"
+        out.append((c, [label, _rate(c), f"{c.cpu_us:,.0f}", f"{c.server_cpu_share:.0%}", f"{c.over_limit:,}",
+                        "1.00×" if peer == c.id else _fmt_ratio(report.ratio(c.id, peer or "")),
+                        _fmt_ratio(report.ratio(c.id, latency_loopback(c.id)))]))
+    return out
+
+
+def _target_cells(t: dict[str, Any]) -> tuple[str, str]:
+    rss = "RSS" in t["target"]
+    value = "–" if t["ratio"] is None else (f"{t['ratio']:.0f} MB" if rss else f"{t['ratio']:.2f}×")
+    needed = f"≤ {t['minimum']:.0f} MB" if rss else (f"≤ {t['minimum']:.2f}×" if t.get("cost")
+                                                     else f"≥ {t['minimum']:.2f}×")
+    return value, needed
 
 
 def is_correct(r: RunResult) -> bool:
@@ -136,7 +193,7 @@ def _row(report: Report, c: CaseSummary) -> list[str]:
 def print_rich(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     for provider, title in (("apns", "APNs"), ("fcm", "FCM")):
-        rows = [c for c in report.cases if c.provider == provider]
+        rows = [c for c in report.cases if c.provider == provider and not is_latency(c.id)]
         if not rows:
             continue
         table = Table(title=f"{title} · N={report.settings['n']:,} × {report.settings['reps']} · "
@@ -146,13 +203,21 @@ def print_rich(report: Report, console: Console | None = None) -> None:
         for c in rows:
             table.add_row(*_row(report, c), style="bold" if c.role == "project" else None)
         console.print(table)
+    for ms in LATENCIES_MS:
+        lat_rows = _latency_rows(report, ms)
+        if not lat_rows:
+            continue
+        table = Table(title=f"Latency profile: {ms} ms per request (bench.latency_server)")
+        for i, h in enumerate(LATENCY_HEADERS):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for c, cells in lat_rows:
+            table.add_row(*cells, style="bold" if c.role == "project" else None)
+        console.print(table)
     targets = Table(title="Targets (ratios from this run; reported, not asserted)")
     for h in ("target", "value", "needed", ""):
         targets.add_column(h)
     for t in report.targets():
-        value = "–" if t["ratio"] is None else (f"{t['ratio']:.0f} MB" if "RSS" in t["target"]
-                                                else f"{t['ratio']:.2f}×")
-        needed = f"≤ {t['minimum']:.0f} MB" if "RSS" in t["target"] else f"≥ {t['minimum']:.2f}×"
+        value, needed = _target_cells(t)
         mark = {True: "[green]met[/]", False: "[red]missed[/]", None: "not run"}[t["met"]]
         targets.add_row(t["target"], value, needed, mark)
     console.print(targets)
@@ -185,7 +250,7 @@ def markdown(report: Report) -> str:
         "",
     ]
     for provider, title in (("apns", "APNs"), ("fcm", "FCM")):
-        rows = [c for c in report.cases if c.provider == provider]
+        rows = [c for c in report.cases if c.provider == provider and not is_latency(c.id)]
         if not rows:
             continue
         heads = _headers(provider)
@@ -197,11 +262,20 @@ def markdown(report: Report) -> str:
                 cells[0] = f"**{cells[0]}**"
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+    for ms in LATENCIES_MS:
+        lat_rows = _latency_rows(report, ms)
+        if not lat_rows:
+            continue
+        out += [f"## Latency profile: {ms} ms per request", "", "| " + " | ".join(LATENCY_HEADERS) + " |",
+                "|" + "|".join(["---"] + ["---:"] * (len(LATENCY_HEADERS) - 1)) + "|"]
+        for c, cells in lat_rows:
+            if c.role == "project":
+                cells[0] = f"**{cells[0]}**"
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
     out += ["## Targets", "", "| target | value | needed | |", "|---|---:|---:|---|"]
     for t in report.targets():
-        rss = "RSS" in t["target"]
-        value = "–" if t["ratio"] is None else (f"{t['ratio']:.0f} MB" if rss else f"{t['ratio']:.2f}×")
-        needed = f"≤ {t['minimum']:.0f} MB" if rss else f"≥ {t['minimum']:.2f}×"
+        value, needed = _target_cells(t)
         out.append(f"| {t['target']} | {value} | {needed} | "
                    f"{ {True: 'met', False: '**missed**', None: 'not run'}[t['met']] } |")
     out.append("")

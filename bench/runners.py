@@ -1,8 +1,13 @@
-"""One function per measured client. Each builds its inputs, warms up, then times N sends.
+"""One function per measured client. Each gets its inputs, warms up, then times N sends.
 
-Inputs (notifications, request objects) are built before the clock starts for
-every client; the payload's JSON encoding and per-request headers are part of the
-timed work, as in real use. Concurrency is ``spec.concurrency`` requests in flight.
+The inputs are JSON lines, one per notification, as ``push-feedback send`` reads
+them; parsing them and building each client's own request objects (the project's
+validated ``Notification``, aioapns's ``NotificationRequest``, firebase-admin's
+``Message``) is on the clock, as are the payload's JSON encoding and per-request
+headers (``spec.input == "objects"`` builds the project's Notifications before the
+clock instead, the way this bench measured before). Concurrency is
+``spec.concurrency`` requests in flight, or each client's defaults / best
+settings in the latency profile (``spec.settings``; see ``inflight``).
 """
 
 from __future__ import annotations
@@ -81,14 +86,32 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+# In flight at "best" settings: 1,000 streams per connection is what APNs allows (and the latency
+# server announces); send_batch spreads its in-flight requests over its two connections.
+BEST_INFLIGHT = 1000
+SEND_BATCH_BEST = 2000
+FA_BATCH = 500  # firebase-admin's documented maximum per send_each / send_each_async call
+FA_BEST_CALLS = 4  # send_each_async calls of FA_BATCH at once at "best"
+
+
+def inflight(spec: RunSpec, default: int, best: int = BEST_INFLIGHT) -> int:
+    """Requests in flight: the bench's common setting, the client's documented default, or its best."""
+    return {"bench": spec.concurrency, "default": default, "best": best}[spec.settings]
+
+
 def push_config(env: BenchEnv, spec: RunSpec, database_url: str = "sqlite:///:memory:") -> PushConfig:
     from push.config import PushConfig
 
-    return PushConfig(
+    extra: dict[str, Any] = {}
+    if spec.settings == "bench":
+        extra["concurrency"] = spec.concurrency
+    elif spec.settings == "best":
+        extra["concurrency"] = SEND_BATCH_BEST
+    return PushConfig(  # "default": PushConfig's own concurrency and connection count
         database_url=database_url, apns_base_url=env.url, apns_key_file=env.apns_key_file,
         apns_key_id=env.apns_key_id, apns_team_id=env.apns_team_id, fcm_base_url=env.url,
         fcm_credentials_file=env.service_account_file, fcm_project_id=env.project_id, ca_file=env.ca_file,
-        concurrency=spec.concurrency)
+        **extra)
 
 
 def _outcome_counts(outcomes: Iterable[Any]) -> dict[str, int]:
@@ -115,8 +138,8 @@ def run_send_batch(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]
     metrics.set_enabled(spec.metrics)  # one case per worker process: no need to restore it
 
     tmp = None
-    url = spec.db_url
-    if spec.db == "sqlite":
+    url = spec.db_url  # postgres, or a copy of the grown SQLite database made by the parent
+    if spec.db == "sqlite" and not url:
         tmp = tempfile.mkdtemp(prefix="pf-bench-")
         url = f"sqlite:///{tmp}/bench.db"
     assert url, "send_batch needs a database"
@@ -124,10 +147,13 @@ def run_send_batch(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]
     try:
         send_batch(list(workload.notifications(spec.provider, WARM_START, spec.warmup, spec.dead)), cfg, "warmup")
         items: Iterable[Any]
-        if spec.generator:
-            items = workload.notifications(spec.provider, 0, spec.n, spec.dead)
-        else:
+        if spec.generator:  # lazy all the way: JSON lines made and parsed one at a time
+            items = workload.parsed(workload.record(spec.provider, workload.token(spec.provider, i, spec.dead))
+                                    for i in range(spec.n))
+        elif spec.input == "objects":
             items = list(workload.notifications(spec.provider, 0, spec.n, spec.dead))
+        else:  # parsed and validated on the clock, lazily, as the CLI feeds send_batch
+            items = workload.parsed(workload.records(spec.provider, 0, spec.n, spec.dead))
         with meter.timing():
             report = send_batch(items, cfg, "bench")
         counts = {"sent": report.sent, "failed": report.failed_total, "retry_pending": report.retry_pending,
@@ -144,16 +170,23 @@ def run_client(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
     from push.apns import ApnsClient
     from push.fcm import FcmClient
 
+    from push.notification import Notification
+
     cfg = push_config(env, spec)
-    warm = list(workload.notifications(spec.provider, WARM_START, spec.warmup, spec.dead))
-    items = list(workload.notifications(spec.provider, 0, spec.n, spec.dead))
+    warm = workload.records(spec.provider, WARM_START, spec.warmup, spec.dead)
+    items = workload.records(spec.provider, 0, spec.n, spec.dead)
+    from_dict = Notification.from_dict
 
     async def main() -> dict[str, int]:
         client = ApnsClient(cfg) if spec.provider == "apns" else FcmClient(cfg)
+
+        def send(line: str) -> Awaitable[Any]:
+            return client.send(from_dict(json.loads(line)))
+
         try:
-            await gather_bounded(client.send, warm, spec.concurrency)
+            await gather_bounded(send, warm, spec.concurrency)
             with meter.timing():
-                outs = await gather_bounded(client.send, items, spec.concurrency)
+                outs = await gather_bounded(send, items, spec.concurrency)
         finally:
             await client.aclose()
         return _outcome_counts(outs)
@@ -205,10 +238,13 @@ class RawRequests:
             self.auth = f"Bearer {_fcm_access_token(env)}".encode()
             self.fcm_path = f"/v1/projects/{env.project_id}/messages:send".encode()
 
-    def build(self, tok: str) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+    def build(self, line: str) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+        """The request for one JSON line (parsed here, on the clock)."""
+        rec = json.loads(line)
+        tok = rec["token"]
         if self.provider == "apns":
             path = f"/3/device/{tok}"
-            body = workload.dumps(workload.apns_payload())
+            body = workload.dumps({"aps": {"alert": {"title": rec["title"], "body": rec["body"]}}})
             headers = [
                 (b":method", b"POST"), (b":scheme", b"https"), (b":authority", self.authority),
                 (b":path", path.encode()), (b"apns-topic", APNS_TOPIC.encode()), (b"apns-push-type", b"alert"),
@@ -217,7 +253,9 @@ class RawRequests:
                 (b"content-length", str(len(body)).encode()),
             ]
             return path, headers, body
-        body = workload.dumps(workload.fcm_message(tok))
+        body = workload.dumps({"message": {"token": tok, "notification": {"title": rec["title"],
+                                                                         "body": rec["body"]},
+                                           "android": {"priority": "HIGH"}}})
         headers = [
             (b":method", b"POST"), (b":scheme", b"https"), (b":authority", self.authority),
             (b":path", self.fcm_path), (b"content-type", b"application/json"), (b"authorization", self.auth),
@@ -231,21 +269,22 @@ def run_minimal(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
 
     lib = H2Lib("jh2" if spec.kind == "minimal_jh2" else "h2")
     raw = RawRequests(env, spec.provider)
-    warm = workload.tokens(spec.provider, WARM_START, spec.warmup, spec.dead)
-    toks = workload.tokens(spec.provider, 0, spec.n, spec.dead)
+    warm = workload.records(spec.provider, WARM_START, spec.warmup, spec.dead)
+    toks = workload.records(spec.provider, 0, spec.n, spec.dead)
+    concurrency = inflight(spec, spec.concurrency)
 
     async def main() -> dict[str, int]:
         client = await MinimalH2Client.connect(lib, env.host, env.port, env.ca_file)
 
-        async def send(tok: str) -> int:
-            _, headers, body = raw.build(tok)
+        async def send(line: str) -> int:
+            _, headers, body = raw.build(line)
             status, _content = await client.request(headers, body)
             return status
 
         try:
-            await gather_bounded(send, warm, spec.concurrency)
+            await gather_bounded(send, warm, concurrency)
             with meter.timing():
-                statuses = await gather_bounded(send, toks, spec.concurrency)
+                statuses = await gather_bounded(send, toks, concurrency)
         finally:
             await client.aclose()
         return _status_counts(statuses)
@@ -257,14 +296,14 @@ def run_httpx(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
     import httpx
 
     raw = RawRequests(env, spec.provider)
-    warm = workload.tokens(spec.provider, WARM_START, spec.warmup, spec.dead)
-    toks = workload.tokens(spec.provider, 0, spec.n, spec.dead)
+    warm = workload.records(spec.provider, WARM_START, spec.warmup, spec.dead)
+    toks = workload.records(spec.provider, 0, spec.n, spec.dead)
     ctx = ssl.create_default_context(cafile=env.ca_file)
 
     async def main() -> dict[str, int]:
         async with httpx.AsyncClient(http2=True, verify=ctx, base_url=env.url, trust_env=False) as client:
-            async def send(tok: str) -> int:
-                path, headers, body = raw.build(tok)
+            async def send(line: str) -> int:
+                path, headers, body = raw.build(line)
                 plain = [(k, v) for k, v in headers if not k.startswith(b":")]
                 resp = await client.post(path, content=body, headers=plain)
                 return resp.status_code
@@ -280,7 +319,24 @@ def run_httpx(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
 # --------------------------------------------------------------------------- peers
 
 
+def use_jh2_as_h2() -> None:
+    """Make ``import h2...`` load jh2 (a fork with the same API and a compiled HPACK codec) in this
+    process, before aioapns is imported: aioapns in its strongest form."""
+    import importlib
+    import sys
+
+    import jh2
+
+    assert "aioapns" not in sys.modules, "aioapns already imported on h2"
+    sys.modules["h2"] = jh2
+    for sub in ("config", "connection", "errors", "events", "exceptions", "frame_buffer", "settings", "stream",
+                "utilities", "windows"):
+        sys.modules[f"h2.{sub}"] = importlib.import_module(f"jh2.{sub}")
+
+
 def run_aioapns(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
+    if spec.kind == "aioapns_jh2":
+        use_jh2_as_h2()
     from aioapns import APNs, NotificationRequest, PushType
     from aioapns.connection import APNsProductionClientProtocol
 
@@ -291,21 +347,28 @@ def run_aioapns(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
     ctx = ssl.create_default_context(cafile=env.ca_file)
     ctx.set_alpn_protocols(["h2"])  # aioapns sets no ALPN; nginx needs it to speak HTTP/2 over TLS
 
-    def requests(start: int, n: int) -> list[Any]:
-        return [NotificationRequest(device_token=tok, message=workload.apns_payload(), push_type=PushType.ALERT,
-                                    priority=10)
-                for tok in workload.tokens("apns", start, n, spec.dead)]
-
-    warm, items = requests(WARM_START, spec.warmup), requests(0, spec.n)
+    warm = workload.records("apns", WARM_START, spec.warmup, spec.dead)
+    items = workload.records("apns", 0, spec.n, spec.dead)
+    # aioapns bounds nothing itself: the caller's in-flight count is the bench's at "default".
+    concurrency = inflight(spec, spec.concurrency)
+    # "bench": two connections like the project's client; otherwise aioapns's default pool (10).
+    pool = {"max_connections": 2} if spec.settings == "bench" else {}
 
     async def main() -> dict[str, int]:
         apns = APNs(key=Path(env.apns_key_file).read_text(), key_id=env.apns_key_id, team_id=env.apns_team_id,
-                    topic=APNS_TOPIC, ssl_context=ctx, max_connections=2)
+                    topic=APNS_TOPIC, ssl_context=ctx, **pool)
         apns.pool.protocol_class = LocalProtocol
+
+        def send(line: str) -> Awaitable[Any]:
+            rec = json.loads(line)
+            return apns.send_notification(NotificationRequest(
+                device_token=rec["token"], message={"aps": {"alert": {"title": rec["title"], "body": rec["body"]}}},
+                push_type=PushType.ALERT, priority=10))
+
         try:
-            await gather_bounded(apns.send_notification, warm, spec.concurrency)
+            await gather_bounded(send, warm, concurrency)
             with meter.timing():
-                results = await gather_bounded(apns.send_notification, items, spec.concurrency)
+                results = await gather_bounded(send, items, concurrency)
         finally:
             apns.pool.close()
         return _status_counts(int(r.status) for r in results)
@@ -323,13 +386,20 @@ def _firebase_app(env: BenchEnv) -> Any:
                                          {"projectId": env.project_id}, name="bench")
 
 
-def _firebase_messages(spec: RunSpec, start: int, n: int) -> list[Any]:
+def _firebase_messages(lines: Iterable[str]) -> list[Any]:
+    """firebase-admin Messages from JSON lines (on the clock for the timed batches)."""
     from firebase_admin import messaging
 
-    return [messaging.Message(token=tok, notification=messaging.Notification(title=workload.TITLE,
-                                                                             body=workload.BODY),
-                              android=messaging.AndroidConfig(priority="high"))
-            for tok in workload.tokens("fcm", start, n, spec.dead)]
+    out = []
+    for line in lines:
+        rec = json.loads(line)
+        out.append(messaging.Message(token=rec["token"], notification=messaging.Notification(
+            title=rec["title"], body=rec["body"]), android=messaging.AndroidConfig(priority="high")))
+    return out
+
+
+def _fa_batch(spec: RunSpec) -> int:
+    return spec.concurrency if spec.settings == "bench" else FA_BATCH
 
 
 def _batch_counts(responses: Iterable[Any]) -> dict[str, int]:
@@ -347,14 +417,18 @@ def run_fa_async(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
     from firebase_admin import messaging
 
     app = _firebase_app(env)
-    warm = _chunks(_firebase_messages(spec, WARM_START, spec.warmup), spec.concurrency)
-    batches = _chunks(_firebase_messages(spec, 0, spec.n), spec.concurrency)
+    size = _fa_batch(spec)
+    warm = _chunks(workload.records("fcm", WARM_START, spec.warmup, spec.dead), size)
+    batches = _chunks(workload.records("fcm", 0, spec.n, spec.dead), size)
+    calls = FA_BEST_CALLS if spec.settings == "best" else 1  # calls in flight at once
+
+    async def send(lines: Sequence[str]) -> Any:
+        return await messaging.send_each_async(_firebase_messages(lines), app=app)
 
     async def main() -> dict[str, int]:
-        for batch in warm:
-            await messaging.send_each_async(list(batch), app=app)
+        await gather_bounded(send, warm, calls)
         with meter.timing():
-            responses = [await messaging.send_each_async(list(batch), app=app) for batch in batches]
+            responses = await gather_bounded(send, batches, calls)
         return _batch_counts(responses)
 
     return asyncio.run(main())
@@ -370,12 +444,13 @@ def run_fa_sync(spec: RunSpec, env: BenchEnv, meter: Meter) -> dict[str, int]:
     service = messaging._get_messaging_service(app)
     service._client.session.mount(env.url, requests.adapters.HTTPAdapter(
         pool_connections=100, pool_maxsize=100, max_retries=_http_client.DEFAULT_RETRY_CONFIG))
-    warm = _chunks(_firebase_messages(spec, WARM_START, spec.warmup), spec.concurrency)
-    batches = _chunks(_firebase_messages(spec, 0, spec.n), spec.concurrency)
+    size = _fa_batch(spec)
+    warm = _chunks(workload.records("fcm", WARM_START, spec.warmup, spec.dead), size)
+    batches = _chunks(workload.records("fcm", 0, spec.n, spec.dead), size)
     for batch in warm:
-        messaging.send_each(list(batch), app=app)
+        messaging.send_each(_firebase_messages(batch), app=app)
     with meter.timing():
-        responses = [messaging.send_each(list(batch), app=app) for batch in batches]
+        responses = [messaging.send_each(_firebase_messages(batch), app=app) for batch in batches]
     return _batch_counts(responses)
 
 
@@ -386,6 +461,7 @@ RUNNERS: dict[str, Callable[[RunSpec, BenchEnv, Meter], dict[str, int]]] = {
     "minimal_jh2": run_minimal,
     "httpx": run_httpx,
     "aioapns": run_aioapns,
+    "aioapns_jh2": run_aioapns,
     "fa_async": run_fa_async,
     "fa_sync": run_fa_sync,
 }

@@ -39,6 +39,8 @@ class BenchServer(Protocol):
 
     def cpu_seconds(self) -> float: ...
 
+    def over_limit(self) -> int: ...
+
 
 def have_taskset() -> bool:
     return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
@@ -206,6 +208,9 @@ class NginxServer:
     def cpu_seconds(self) -> float:
         return process_tree_cpu(self.proc.pid) if self.proc is not None else 0.0
 
+    def over_limit(self) -> int:
+        return 0
+
 
 class FakeServerProcess:
     """``fixtures.server.FakePushServer`` in its own process (``python -m bench.fake_server``)."""
@@ -238,6 +243,9 @@ class FakeServerProcess:
     def cpu_seconds(self) -> float:
         return process_tree_cpu(self.proc.pid) if self.proc is not None else 0.0
 
+    def over_limit(self) -> int:
+        return 0
+
 
 def _wait_listening(env: BenchEnv, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
     import socket
@@ -253,3 +261,45 @@ def _wait_listening(env: BenchEnv, proc: subprocess.Popen[bytes], log: Path, tim
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"server did not listen on {env.authority} within {timeout}s")
+
+
+class LatencyServerProcess:
+    """``bench.latency_server`` (jh2, APNs-like stream limits, a fixed delay before each answer)."""
+
+    def __init__(self, env: BenchEnv, delay_ms: int, core: int = 0) -> None:
+        self.env = env
+        self.delay_ms = delay_ms
+        self.core = core
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.count_file = Path(env.workdir) / "over-limit-streams"
+        self.description = (f"bench.latency_server ({delay_ms} ms before each answer; HTTP/2 + TLS on jh2, "
+                            "1 stream until the first request is accepted, then 1,000)")
+
+    def start(self) -> None:
+        root = Path(self.env.workdir)
+        cmd = pinned([sys.executable, "-m", "bench.latency_server", self.env.to_json(), str(self.delay_ms / 1000),
+                      str(self.count_file)], self.core)
+        err = (root / "latency_server.log").open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=err, stderr=err, start_new_session=True,
+                                     cwd=Path(__file__).resolve().parent.parent)
+        _wait_listening(self.env, self.proc, root / "latency_server.log")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cpu_seconds(self) -> float:
+        return process_tree_cpu(self.proc.pid) if self.proc is not None else 0.0
+
+    def over_limit(self) -> int:
+        """Streams clients opened beyond the announced MAX_CONCURRENT_STREAMS, so far."""
+        try:
+            return int(self.count_file.read_text() or 0)
+        except (OSError, ValueError):
+            return 0

@@ -11,7 +11,7 @@ START_MARK = "@bench-start"
 STOP_MARK = "@bench-stop"
 RESULT_MARK = "@bench-result "
 
-KINDS = ("send_batch", "client", "aioapns", "fa_async", "fa_sync", "minimal_h2", "minimal_jh2", "httpx")
+KINDS = ("send_batch", "client", "aioapns", "aioapns_jh2", "fa_async", "fa_sync", "minimal_h2", "minimal_jh2", "httpx")
 # Kinds whose libraries read the trust store from the environment (they are pointed at the bench CA).
 ENV_TRUST_KINDS = frozenset({"fa_async", "fa_sync"})
 
@@ -29,6 +29,12 @@ class RunSpec:
     generator: bool = False  # send_batch: feed a lazy generator instead of a prebuilt list
     profile: str | None = None  # write a cProfile of the timed part to this path
     metrics: bool = True  # False: Prometheus recording off (push.metrics.set_enabled)
+    # "bench": `concurrency` in flight for everyone (loopback cases); "default": each client's documented
+    # defaults; "best": its best settings (latency profile; see bench/README.md for what each means).
+    settings: str = "bench"
+    # "jsonl": the timed part starts from JSON lines (parsed and validated on the clock, as
+    # `push-feedback send` reads them); "objects": inputs built before the clock starts.
+    input: str = "jsonl"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -48,6 +54,7 @@ class RunResult:
     expected_failed: int = 0
     server_cpu_s: float = 0.0  # filled in by the parent
     db_cpu_s: float = 0.0  # PostgreSQL backends serving this run (parent, from /proc)
+    over_limit: int = 0  # latency server: streams this process opened beyond the announced limit (parent)
     note: str = ""
 
     @property

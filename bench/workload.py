@@ -53,6 +53,27 @@ def notifications(provider: str, start: int, n: int, dead_fraction: float = 0.0)
         yield notification(provider, token(provider, i, dead_fraction))
 
 
+def record(provider: str, tok: str) -> str:
+    """One JSON line as ``push-feedback send`` reads it (what a caller hands in before validation)."""
+    app = APNS_TOPIC if provider == "apns" else FCM_APP
+    return json.dumps({"token": tok, "platform": provider, "app": app, "title": TITLE, "body": BODY},
+                      separators=(",", ":"))
+
+
+def records(provider: str, start: int, n: int, dead_fraction: float = 0.0) -> list[str]:
+    """JSON lines; every client parses (and validates, where it does) them on the clock."""
+    return [record(provider, token(provider, i, dead_fraction)) for i in range(start, start + n)]
+
+
+def parsed(lines: Iterator[str] | list[str]) -> Iterator[Notification]:
+    """JSON lines to Notifications as ``push-feedback send`` does it (json.loads, Notification.from_dict)."""
+    from push.notification import Notification
+
+    from_dict, loads = Notification.from_dict, json.loads
+    for line in lines:
+        yield from_dict(loads(line))
+
+
 # Raw payloads, for clients below the project's Notification (minimal, httpx, peers).
 
 def apns_payload() -> dict[str, Any]:
