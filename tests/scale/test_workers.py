@@ -212,3 +212,42 @@ def test_three_workers_one_killed_one_terminated_send_each_notification_once(
     assert got, "dead and soft-error tokens were quarantined"
     with engine.connect() as conn:
         assert conn.execute(sa.select(DELIV.c.finished_at).where(DELIV.c.id == "scale")).scalar_one() is not None
+
+
+# --------------------------------------------------------------------------- shared tokens, four workers
+
+
+def test_four_workers_two_deliveries_sharing_soft_error_tokens_count_every_error(
+        rabbitmq_url, queue, new_pg, workers, fake_server, apns_key, service_account, tmp_path):
+    url, engine = new_pg()
+    soft = [apns_token("device_token_not_for_topic", i) for i in range(600)]
+    dead = [apns_token("unregistered", i) for i in range(150)]
+    ok = [ok_apns_token(i) for i in range(750)]
+    cfg = config_for(fake_server, apns_key, service_account, url, rabbitmq_url, queue, concurrency=50)
+    preps = []
+    for d in range(2):
+        tokens = soft + dead + ok
+        random.Random(d).shuffle(tokens)  # each delivery meets the shared tokens in its own order
+        items = [Notification(token=t, platform="apns", app=APP, title=f"d{d}", body="b") for t in tokens]
+        preps.append(prepare(items, cfg, f"shared-{d}", shard_size=100, engine=engine))
+    env = worker_env(fake_server, apns_key, service_account, url, rabbitmq_url, queue, concurrency=50)
+    ws = [start_worker(f"s{i}", env, tmp_path) for i in range(4)]
+    workers += ws
+    wait_ready(*ws)
+    app = make_app(cfg)
+    # Interleaved: at any moment the four workers send shards of both deliveries, on the same tokens.
+    for first, second in zip(preps[0].shards, preps[1].shards):
+        enqueue(app, "shared-0", [first])
+        enqueue(app, "shared-1", [second])
+    app.close()
+    finish(ws, engine, ["shared-0", "shared-1"], timeout=150)
+    no_escapes(*ws)
+    assert not accepted_twice(fake_server)
+    for p in preps:
+        assert_ledger(engine, p.delivery_id, p.count, fake_server.accepted)
+    with engine.connect() as c:
+        counts = dict(c.execute(sa.select(QUAR.c.token, QUAR.c.error_count)).all())
+    wrong = {t: counts.get(t) for t in soft if counts.get(t) != 2}
+    assert not wrong, f"{len(wrong)} tokens lost soft errors: {list(wrong.values())[:10]}"
+    assert all(t in counts for t in dead)
+    assert all(": done:" in w.text() for w in ws), "all four workers sent shards"
