@@ -195,3 +195,22 @@ def test_a_multi_worker_delivery_on_sqlite_is_refused_in_one_line(sqlite_engine,
     assert e.value.setting == "PUSH_DATABASE_URL" and "needs PostgreSQL" in str(e.value)
     assert "\n" not in str(e.value)
     require_shared_ledger(pg_engine)
+
+
+def test_the_readme_example_for_another_engine_is_valid_python_on_this_api():
+    import ast
+    import inspect
+    from pathlib import Path
+
+    import push.shards
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### The engine-agnostic API"):]
+    code = section[section.index("```python\n") + 10:section.index("\n```", section.index("```python"))]
+    tree = ast.parse(code)
+    imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "push.shards"
+                for a in node.names}
+    assert imported <= set(dir(push.shards)), imported - set(dir(push.shards))
+    params = inspect.signature(push.shards.send_shard).parameters
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "send_shard")
+    assert {k.arg for k in call.keywords} <= set(params)
