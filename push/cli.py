@@ -460,7 +460,15 @@ def send(file: str = typer.Argument(..., help="JSON lines of notifications, or -
          force: bool = typer.Option(False, "--force", help="resume DELIVERY even though this input differs from "
                                     "the one it started with (recorded rows keep their outcome; the rest are "
                                     "matched by line position)"),
-         as_json: bool = typer.Option(False, "--json", help="machine-readable summary")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="machine-readable summary"),
+         workers: Optional[str] = typer.Option(None, "--workers", help="celery: prepare the delivery here and "
+                                               "enqueue its shards for `push-feedback worker` processes "
+                                               "(PUSH_BROKER_URL; needs PostgreSQL)"),
+         shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1, max=1_000_000,
+                                                  help="with --workers: notifications per shard "
+                                                  "(default PUSH_SHARD_SIZE)"),
+         wait: bool = typer.Option(False, "--wait", help="with --workers: wait until every shard is sent, then "
+                                   "print the summary")) -> None:
     """Send notifications with the provider settings from PUSH_* variables.
 
     Each line: {"token": "...", "platform": "apns"|"fcm", "app": "...", "title": "...", "body": "...", "data": {...}}
@@ -472,6 +480,10 @@ def send(file: str = typer.Argument(..., help="JSON lines of notifications, or -
     if file != "-" and not Path(file).is_file():
         raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
     config = _config()
+    if workers is not None:
+        _one_of(workers, ["celery"], "--workers")
+    elif shard_size is not None or wait:
+        raise typer.BadParameter("--shard-size and --wait go with --workers celery", param_hint="--workers")
     if dry_run:
         _dry_run(file, config, as_json)
         return
@@ -484,6 +496,9 @@ def send(file: str = typer.Argument(..., help="JSON lines of notifications, or -
         if not len(items):
             raise ValidationError("FILE", f"{file} holds no notifications")
     delivery_id = delivery or _new_delivery_id("send")
+    if workers is not None:
+        _send_by_workers(items, config, delivery_id, shard_size, force, wait, as_json)
+        return
     try:
         with _progress("sending") as advance:
             report = send_batch(items, config, delivery_id, progress=advance, force=force, drain_on_signals=True)
@@ -498,6 +513,43 @@ def send(file: str = typer.Argument(..., help="JSON lines of notifications, or -
                   f"{delivery_id} has {report.pending} notifications pending and the input after them unread; "
                   f"resume with `push-feedback send {where} --delivery {delivery_id}`", markup=False, highlight=False)
         raise typer.Exit(EXIT_STOPPED)
+
+
+def _send_by_workers(items: Any, config: PushConfig, delivery_id: str, shard_size: int | None, force: bool,
+                     wait: bool, as_json: bool) -> None:
+    """Prepare here (analysis and pending rows), then one Celery task per shard that still has rows to send."""
+    import time
+
+    from push.celery_app import enqueue, make_app
+    from push.config import mask_url
+    from push.pipeline import read_report
+    from push.shards import prepare, require_shared_ledger, unfinished_shards
+
+    require_shared_ledger(config.database_url)
+    celery = make_app(config)  # no broker setting: refused before anything is written
+    engine = _engine(config)
+    try:
+        prep = prepare(items, config, delivery_id, shard_size=shard_size, engine=engine, force=force)
+        todo = unfinished_shards(engine, delivery_id)
+        sent = enqueue(celery, prep, todo)
+        line = (f"delivery {delivery_id}: {prep.count} notifications{' (prepared before)' if prep.already_prepared else ''}"
+                f", {prep.report.excluded} excluded at analysis; {sent} of {len(prep.shards)} shards of "
+                f"{prep.shard_size} enqueued on {config.queue} at {mask_url(config.broker_url or '')}; "
+                f"progress: `push-feedback report delivery {delivery_id}`")
+        if not wait:
+            if as_json:
+                _print_json({"delivery_id": delivery_id, "count": prep.count, "shard_size": prep.shard_size,
+                             "shards": len(prep.shards), "enqueued": sent, "already_prepared": prep.already_prepared})
+            else:
+                console.print(line, markup=False, highlight=False)
+            return
+        err.print(line, markup=False, highlight=False)
+        while read_report(engine, delivery_id).pending:
+            time.sleep(1.0)  # other processes do the work; the ledger is the only progress there is
+        _show_report(read_report(engine, delivery_id), as_json)
+    finally:
+        celery.close()
+        engine.dispose()
 
 
 def _stopped_mid_input(exc: ValidationError, config: PushConfig, delivery_id: str, file: str) -> None:
@@ -1124,9 +1176,37 @@ def report_delivery(delivery_id: str = typer.Argument(..., help="delivery id"),
         rep = read_report(engine, delivery_id)
     except ValidationError as exc:
         _stop(f"{exc.message} in {state_read.url} (`push-feedback report deliveries` lists them)")
-    _show_report(rep, as_json)
+    progress = _shard_progress(engine, delivery_id)
+    if as_json and progress is not None:
+        _print_json({**rep.as_dict(), "shards": progress})
+    else:
+        _show_report(rep, as_json)
     if not as_json:
+        if progress:
+            console.print(_table("Shards (sent by workers)", ["shard", "seqs", "waiting", "in flight", "done", "state"],
+                                 [[p["shard"], p["seqs"], p["waiting"], p["in_flight"], p["done"], p["state"]]
+                                  for p in progress]))
         _which_database()
+
+
+def _shard_progress(engine: Any, delivery_id: str) -> list[dict[str, Any]] | None:
+    """Per shard of a delivery prepared for workers: rows waiting, in flight (claimed, no outcome yet), done."""
+    from push.shards import shards
+    from tables import delivery as dq
+    from tables import shards as sq
+
+    with engine.connect() as conn:
+        row = dq.delivery_row(conn, delivery_id)
+        if row is None or row.prepared_count is None:
+            return None
+        counts = {p.index: p for p in sq.progress(conn, delivery_id, row.shard_size)}
+    out = []
+    for s in shards(engine, delivery_id):
+        p = counts.get(s.index, sq.ShardProgress(s.index, 0, 0, 0))
+        state_ = "in flight" if p.in_flight else "pending" if p.waiting else "done"
+        out.append({"shard": s.index, "seqs": f"{s.seq_from}-{s.seq_to}", "waiting": p.waiting,
+                    "in_flight": p.in_flight, "done": p.done, "state": state_})
+    return out
 
 
 @report_app.command("deliveries")
@@ -1361,6 +1441,65 @@ def scheduler(run_now: bool = typer.Option(False, "--run-now", help="run every j
     _engine(config)  # fail fast on a bad database before scheduling anything
     logs.setup(debug=state.debug, fmt=state.log_format, level=logging.INFO)
     run_scheduler(config, run_immediately=run_now)  # its preflight raises ConfigError: exit 2
+
+
+@app.command("worker")
+@handled
+def worker(queue: Optional[str] = typer.Option(None, "--queue", help="queue to consume (default PUSH_QUEUE)"),
+           name: Optional[str] = typer.Option(None, "--name", help="Celery node name (default push-PID@host)"),
+           loglevel: str = typer.Option("INFO", "--loglevel", help="DEBUG, INFO, WARNING or ERROR")) -> None:
+    """Send shards of deliveries prepared by `send --workers celery` until SIGTERM (which drains: the sends in
+    flight are recorded, the shard goes back to the queue). One process, one event loop: run one per core.
+    With PUSH_METRICS_PORT set, serve /metrics, /healthz and /readyz on it.
+
+    Example: PUSH_BROKER_URL=amqp://guest:guest@127.0.0.1:5672// push-feedback worker
+    """
+    import os
+
+    from push import logs
+    from push.celery_app import make_app, worker_state
+    from push.shards import require_shared_ledger
+
+    _one_of(loglevel.upper(), ["DEBUG", "INFO", "WARNING", "ERROR"], "--loglevel")
+    config = _config(**({"queue": queue} if queue else {}))
+    require_shared_ledger(config.database_url)
+    _engine(config).dispose()  # fail fast on a bad database; brings the schema to head
+    for platform in ("apns", "fcm"):  # the provider settings it has must be usable
+        if getattr(config, "apns_auth" if platform == "apns" else "fcm_credentials_file"):
+            getattr(config, f"require_{platform}")()
+    celery = make_app(config)
+    logs.setup(debug=state.debug, fmt=state.log_format, level=getattr(logging, loglevel.upper()))
+    os.environ.update({"PUSH_QUEUE": config.queue, "PUSH_DATABASE_URL": config.database_url})  # the task's settings
+    worker_state()  # engine, loop and clients made now: a setting that cannot work stops here, not per task
+    health = None
+    if config.metrics_port is not None:
+        from push.health import HealthServer
+
+        health = HealthServer(config.metrics_host, config.metrics_port, _worker_checks(config))
+        err.print(f"serving /metrics, /healthz, /readyz on {health.host}:{health.port}", markup=False,
+                  highlight=False)
+    try:
+        celery.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--queues", config.queue, "--loglevel", loglevel.upper(),
+                            "--hostname", name or f"push-{os.getpid()}@%h", "--without-gossip",
+                            "--without-mingle"])
+    finally:
+        if health is not None:
+            health.close()
+
+
+def _worker_checks(config: PushConfig) -> Callable[[], list[Any]]:
+    def checks() -> list[Any]:
+        import sqlalchemy as sa
+
+        from push.celery_app import worker_state
+
+        try:
+            with worker_state().engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return [("database", True, "")]
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return [("database", False, f"{type(exc).__name__}: {_first_line(exc)}")]
+    return checks
 
 
 def main() -> None:

@@ -54,6 +54,14 @@ class PushConfig:
                                   min=0, max=65535)
     metrics_host: str = _f("0.0.0.0", "address the metrics/health port binds to")
     log_format: str = _f("text", "log lines as text or json (one JSON object per line)", choices=("text", "json"))
+    # Scale-out (push.shards, push.celery_app): a delivery prepared once, its shards sent by many workers.
+    broker_url: str | None = _f(None, "Celery broker of `push-feedback worker` and `send --workers celery`: "
+                                "amqp://… (RabbitMQ) or redis://…")
+    queue: str = _f("push-feedback", "broker queue the shard tasks go to and workers consume")
+    broker_visibility_timeout: float = _f(3600.0, "Redis broker: seconds before an unacknowledged shard task is "
+                                          "delivered again (keep it above a shard's sending time)", min=1,
+                                          max=7 * 86400)
+    shard_size: int = _f(5000, "notifications per shard of a delivery sent by workers", min=1, max=1_000_000)
     # Not from the environment: a host application's prometheus_client registry to expose our metrics on.
     metrics_registry: Any = field(default=None, compare=False, metadata={
         "doc": "prometheus_client registry of the host (code only)", "env": False})
@@ -80,10 +88,12 @@ class PushConfig:
                 raise ConfigError(env_name(f.name), f"{value} is above the maximum {hi}")
         for name in ("apns_base_url", "fcm_base_url"):
             _require_https(name, getattr(self, name))
+        if self.broker_url:
+            check_broker_url(self.broker_url)
 
     def __repr__(self) -> str:
         """Every setting, with the database password masked (configs end up in logs)."""
-        shown = [f"{f.name}={mask_url(v) if f.name == 'database_url' else v!r}"
+        shown = [f"{f.name}={mask_url(v) if f.name in _URLS else v!r}"
                  for f in fields(self) if f.repr and (v := getattr(self, f.name)) != f.default]
         return f"PushConfig({', '.join(shown)})"
 
@@ -171,9 +181,22 @@ def effective(config: PushConfig, env: Mapping[str, str] | None = None,
         value = getattr(config, f.name)
         source = ("code" if code.get(f.name) is not None else "env" if env.get(name) not in (None, "")
                   else "default")
-        text = "" if value is None else mask_url(value) if f.name == "database_url" else str(value)
+        text = "" if value is None else mask_url(value) if f.name in _URLS else str(value)
         rows.append((name, text, source, f.metadata["doc"]))
     return rows
+
+
+_URLS = frozenset({"database_url", "broker_url"})  # shown with their password masked
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss")
+
+
+def check_broker_url(url: str) -> str:
+    """A broker URL Celery can use with push-feedback: RabbitMQ (amqp://) or Redis (redis://)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in BROKER_SCHEMES:
+        raise ConfigError("PUSH_BROKER_URL", f"{mask_url(url)!r} is not a broker URL; expected "
+                          "amqp://user:password@host:5672// (RabbitMQ) or redis://host:6379/0 (Redis)")
+    return url
 
 
 _PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/]*@")

@@ -257,6 +257,15 @@ def read_report(engine: Engine, delivery_id: str) -> DeliveryReport:
     return rep
 
 
+def write_summary(engine: Engine, report: DeliveryReport, finished_at: datetime | None) -> None:
+    """Store ``report``'s counts on the delivery row (``finished_at`` None: not finished)."""
+    with engine.begin() as conn:
+        dq.save_summary(conn, report.delivery_id, {
+            "finished_at": finished_at, "to_deliver": report.to_deliver, "excluded": report.excluded_total,
+            "sent": report.sent, "failed": report.failed_total, "retry_pending": report.retry_pending,
+            "quarantined_at_analysis": report.quarantined_at_analysis})
+
+
 def _reason_label(reason: int | None) -> str:
     try:
         return FailureReason(reason or 0).label
@@ -706,13 +715,17 @@ class _Delivery:
             if attempts == 0:
                 resend.append((SendRef(self.id, seq, False), n, 0))  # its quarantine entry was not looked up
             else:
-                out = classify(n.platform, error="interrupted",  # type: ignore[arg-type]
-                               detail="process stopped while this send was in flight", table=self.pipe.table)
-                interrupted.append({"delivery_id": self.id, "seq": seq,
-                                    **self.pipe.outcome_columns(n, attempts, out, None, now)})
+                interrupted.append(self.interrupted_update(seq, n, attempts, now))
         if interrupted:
             store.update_delivery_logs(conn, interrupted, now=now)
         return resend + self._analyse_fresh(conn, fresh, now)
+
+    def interrupted_update(self, seq: int, n: Notification, attempts: int, now: datetime) -> dict[str, Any]:
+        """The row update for a send claimed by a runner that stopped before its outcome was written:
+        it may have been delivered, so it is recorded ``interrupted`` and never sent again."""
+        out = classify(n.platform, error="interrupted",  # type: ignore[arg-type]
+                       detail="process stopped while this send was in flight", table=self.pipe.table)
+        return {"delivery_id": self.id, "seq": seq, **self.pipe.outcome_columns(n, attempts, out, None, now)}
 
     def _analyse_fresh(self, conn: Any, fresh: list[tuple[int, Notification]], now: datetime
                        ) -> list[Job]:
@@ -974,6 +987,11 @@ async def asend_batch(notifications: Source, config: PushConfig | None = None,
 
         def _start() -> bool:
             with engine.begin() as conn:
+                prepared = dq.delivery_row(conn, delivery_id)
+                if prepared is not None and prepared.prepared_count is not None:
+                    # Its rows may be claimed by live shard workers: a resume here would call them interrupted.
+                    raise ValidationError("delivery", f"{delivery_id} was prepared for workers: its shards are "
+                                          "sent by `push-feedback worker` (push.shards.send_shard), not send_batch")
                 resumed = dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
                 delivery_input.check_input(conn, delivery_id, head, count, resumed=resumed, force=force)
                 return resumed
@@ -1022,14 +1040,7 @@ async def asend_batch(notifications: Source, config: PushConfig | None = None,
 
         report = await pipe.db(read_report, engine, delivery_id)
         report.stopped = stats.stopped
-
-        def _finish() -> None:
-            with engine.begin() as conn:
-                dq.save_summary(conn, delivery_id, {
-                    "finished_at": None if stats.stopped else clock.now(), "to_deliver": report.to_deliver,
-                    "excluded": report.excluded_total, "sent": report.sent, "failed": report.failed_total,
-                    "retry_pending": report.retry_pending, "quarantined_at_analysis": report.quarantined_at_analysis})
-        await pipe.db(_finish)
+        await pipe.db(write_summary, engine, report, None if stats.stopped else clock.now())
         report.resumed = resumed
         report.unsent_resends = stats.unsent_resends
         return report

@@ -179,6 +179,10 @@ class Delivery(SQLModel, table=True):
     input_count: int | None = Field(default=None)
     abandoned_at: datetime | None = _ts(nullable=True)
     abandoned_reason: str | None = Field(default=None, sa_type=sa.Text)
+    # Migration 0004 (see push.shards): a delivery prepared for many workers, and its shard layout.
+    shard_size: int | None = Field(default=None)
+    prepared_count: int | None = Field(default=None)
+    prepared_at: datetime | None = _ts(nullable=True)
 
 
 class DeliveryLog(SQLModel, table=True):

@@ -25,7 +25,7 @@ def empty_engine(empty_db_url: str):
 
 def test_fresh_database_reaches_head(empty_engine: Engine) -> None:
     assert current_revision(empty_engine) is None
-    assert upgrade(empty_engine) == head_revision() == "0003"
+    assert upgrade(empty_engine) == head_revision() == "0004"
     assert current_revision(empty_engine) == head_revision()
     names = set(sa.inspect(empty_engine).get_table_names())
     assert TABLE_NAMES | {VERSION_TABLE} <= names
