@@ -1199,7 +1199,7 @@ def _shard_progress(engine: Any, delivery_id: str) -> list[dict[str, Any]] | Non
         row = dq.delivery_row(conn, delivery_id)
         if row is None or row.prepared_count is None:
             return None
-        counts = {p.index: p for p in sq.progress(conn, delivery_id, row.shard_size)}
+        counts = {p.shard: p for p in sq.progress(conn, delivery_id, row.shard_size)}
     out = []
     for s in shards(engine, delivery_id):
         p = counts.get(s.index, sq.ShardProgress(s.index, 0, 0, 0))

@@ -172,12 +172,12 @@ def prepare(notifications: Iterable[Notification | Mapping[str, Any]], config: P
         with named_lock(engine, delivery_lock_name(delivery_id), clock) as lease:
             if lease is None:
                 raise DeliveryBusy(delivery_id, current_holder(engine, delivery_lock_name(delivery_id)))
-            digest = delivery_input.fingerprint(first[0] if first else [])
+            head = first[0] if first else []
             count = len(notifications) if hasattr(notifications, "__len__") else None  # type: ignore[arg-type]
             with engine.begin() as conn:
                 row = dq.delivery_row(conn, delivery_id)
                 resumed = dq.ensure_delivery(conn, delivery_id, delivery, clock.now())
-                delivery_input.check_input(conn, delivery_id, digest, count, resumed=resumed, force=force)
+                delivery_input.check_input(conn, delivery_id, head, count, resumed=resumed, force=force)
             if row is not None and row.prepared_count is not None:
                 if shard_size is not None and shard_size != row.shard_size:
                     raise ValidationError("shard_size", f"delivery {delivery_id} was prepared with shard size "
@@ -221,7 +221,7 @@ def unfinished_shards(engine: Engine, delivery_id: str) -> list[Shard]:
     """The shards that still hold ``pending`` rows (what a re-enqueue needs to send)."""
     count, size = _layout_of(engine, delivery_id)
     with engine.connect() as conn:
-        left = {p.index for p in sq.progress(conn, delivery_id, size) if p.waiting or p.in_flight}
+        left = {p.shard for p in sq.progress(conn, delivery_id, size) if p.waiting or p.in_flight}
     return [s for s in layout(count, size) if s.index in left]
 
 

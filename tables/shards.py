@@ -17,7 +17,7 @@ class PendingRow(NamedTuple):
 
 
 class ShardProgress(NamedTuple):
-    index: int
+    shard: int  # its index in the layout
     waiting: int  # pending, never claimed: sent by the next worker that takes the shard
     in_flight: int  # pending and claimed: being sent now, or in doubt after a worker died
     done: int  # with an outcome (sent, failed, excluded, retry_pending)

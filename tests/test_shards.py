@@ -18,7 +18,6 @@ from push.clock import SystemClock
 from push.errors import ConfigError, ValidationError
 from push.shards import (ClientPool, Shard, prepare, require_shared_ledger, send_shard, shard_lock_name, shards,
                          unfinished_shards)
-from tables import store
 from tables import shards as sq
 from tables.engine import make_engine
 from tables.locks import named_lock

@@ -147,7 +147,7 @@ def mid_shard(w: Worker, engine, delivery: str, at_least: int, other_than: tuple
         if index is None or index in other_than:
             return None
         with engine.connect() as c:
-            p = {p.index: p for p in sq.progress(c, delivery, SHARD)}.get(index)
+            p = {p.shard: p for p in sq.progress(c, delivery, SHARD)}.get(index)
         return index if p is not None and at_least <= p.done < SHARD - 200 else None
     return wait_until(ready, 90, f"worker {w.name} to be mid-shard")
 
