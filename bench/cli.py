@@ -496,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{statistics.median(foreign):.2f}): numbers from a shared machine are noisy; compare "
                      "ratios within one run")
     if memory:
-        notes.append(f"memory check: send_batch APNs on SQLite from a lazy generator, at N = "
-                     f"{', '.join(f'{m.n:,}' for m in memory)}")
+        notes.append(f"memory check: send_batch APNs on SQLite from a lazy generator, every result taken back "
+                     f"through on_result, at N = {', '.join(f'{m.n:,}' for m in memory)}")
     scaled = sorted({c.id for c in cases if c.n_scale != 1 and not c.latency_ms and not args.full_peers})
     if scaled:
         notes.append(f"slow peers ({', '.join(scaled)}) ran on N×{SLOW:g} notifications to keep the bench under "
