@@ -129,11 +129,14 @@ def test_two_retry_runners_with_the_first_lock_session_terminated(pg_engine, _pg
 def test_sigkill_of_a_retry_runner_mid_pass_never_resends_what_was_in_flight(db, fake_server, apns_key,
                                                                              service_account, tmp_path):
     engine, url = db
+    # Every answer late: the resends in flight at the kill are waiting for answers, long written (a
+    # request still in the killed process's socket buffer is dropped with the socket's reset).
     fake_server.slow_delay = 1.0
-    seed_retries(engine, "r-kill", retry_tokens(1000, slow_every=3))
+    seed_retries(engine, "r-kill", [apns_token("slow", i) for i in range(600)])
     env = env_for(fake_server, apns_key, service_account, url, concurrency=30, chunk_size=400)
     runner = start("runner", env, tmp_path, CONC_MODE="retry")
     wait_until(lambda: len(fake_server.accepted) >= 100, 60, "the runner to be sending")
+    time.sleep(0.5)  # mid-wait for a round of answers
     os.kill(runner.popen.pid, signal.SIGKILL)
     assert runner.popen.wait(10) == -signal.SIGKILL
     fault("retry runner SIGKILLed mid-pass")
