@@ -151,11 +151,11 @@ class ApnsClient:
             self.jwt.current()
         if self._direct is None:
             return True
-        return await self._direct.transport.wait_free_stream(self._http.base_url, self._timeout)
+        return await self._direct.wait_free_stream(self._timeout)
 
     def capacity(self) -> int | None:
         """How many sends would leave at once (None: unknown, not our transport)."""
-        return None if self._direct is None else self._direct.transport.free_streams(self._http.base_url)
+        return None if self._direct is None else self._direct.free_streams()
 
     async def send(self, n: Notification, *, apns_id: str | None = None) -> Outcome:
         if not metrics.enabled():

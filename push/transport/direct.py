@@ -94,6 +94,14 @@ class DirectPost:
     def transport(self) -> H2Transport:
         return self._transport
 
+    def free_streams(self) -> int:
+        """Requests to the client's origin that could be written right now (``H2Transport.free_streams``)."""
+        return self._transport.free_streams(self._client.base_url)
+
+    async def wait_free_stream(self, timeout: float | None) -> bool:
+        """Wait for a free stream on an open connection to the client's origin (``H2Transport.wait_free_stream``)."""
+        return await self._transport.wait_free_stream(self._client.base_url, timeout)
+
     def usable(self, path: str, body: bytes) -> bool:
         return (self._enabled and bool(body) and _PLAIN_PATH(path) is not None and not self._client.is_closed
                 and not self._client.cookies and not _HTTPX_LOG.isEnabledFor(logging.INFO))
